@@ -1,0 +1,38 @@
+"""POST /api/v1/accounts: self sign-up."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+from pydantic import BaseModel, EmailStr, Field
+
+from cloudmfa.api.deps import InfoDep, ServicesDep
+from cloudmfa.api.schemas import CleanStr, Password, StrictModel, problem_responses
+from cloudmfa.flows import accounts
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+
+class SignUpRequest(StrictModel):
+    email: Annotated[EmailStr, Field(max_length=320)]
+    password: Password
+    display_name: Annotated[CleanStr, Field(max_length=200)] | None = None
+
+
+class AccountCreated(BaseModel):
+    id: str
+    email: str
+
+
+@router.post(
+    "/accounts",
+    status_code=201,
+    response_model=AccountCreated,
+    responses=problem_responses(403, 409, 422, 429),
+)
+async def sign_up(body: SignUpRequest, svc: ServicesDep, info: InfoDep) -> AccountCreated:
+    user = await accounts.sign_up(
+        svc, info, email=body.email, password=body.password, display_name=body.display_name
+    )
+    return AccountCreated(id=user.id, email=user.email)

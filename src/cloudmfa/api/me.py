@@ -1,0 +1,140 @@
+"""/api/v1/me: the signed-in user, their sessions, password and history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
+
+from cloudmfa.api.deps import AnySessionDep, InfoDep, PrincipalDep, ServicesDep
+from cloudmfa.api.schemas import (
+    CleanStr,
+    Limit,
+    Password,
+    StrictModel,
+    decode_cursor,
+    encode_cursor,
+    parse_id,
+    problem_responses,
+)
+from cloudmfa.flows import accounts, self_service
+
+router = APIRouter(prefix="/api/v1/me", tags=["me"])
+
+
+class Me(BaseModel):
+    id: str
+    email: str
+    display_name: str | None
+    created_at: datetime
+    mfa_enabled: bool
+    roles: list[str]
+
+
+class SessionOut(BaseModel):
+    id: str
+    created_at: datetime
+    last_seen_at: datetime
+    ip: str | None
+    user_agent: str | None
+    current: bool
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+
+
+class AuditEventOut(BaseModel):
+    id: str
+    at: datetime
+    type: str
+    actor_id: str | None
+    subject_id: str | None
+    ip: str | None
+    user_agent: str | None
+    outcome: str
+    details: dict[str, Any]
+
+
+class EventList(BaseModel):
+    events: list[AuditEventOut]
+    next_cursor: str | None
+
+
+class PasswordChange(StrictModel):
+    current_password: Password
+    new_password: Password
+
+
+def event_page(rows: list[dict[str, Any]], limit: int) -> EventList:
+    next_cursor = encode_cursor(rows[-1]["seq"]) if len(rows) == limit else None
+    return EventList(events=[AuditEventOut(**row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get("", response_model=Me, responses=problem_responses(401))
+async def get_me(principal: AnySessionDep) -> Me:
+    user = principal.user
+    return Me(
+        id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        created_at=user.created_at,
+        mfa_enabled=principal.active_factor_count > 0,
+        roles=list(user.roles),
+    )
+
+
+@router.get("/sessions", response_model=SessionList, responses=problem_responses(401, 403))
+async def list_sessions(principal: PrincipalDep, svc: ServicesDep) -> SessionList:
+    rows = await self_service.list_sessions(svc, principal)
+    return SessionList(
+        sessions=[
+            SessionOut(
+                id=s.id,
+                created_at=s.created_at,
+                last_seen_at=s.last_seen_at,
+                ip=s.ip,
+                user_agent=s.user_agent,
+                current=s.id == principal.session_id,
+            )
+            for s in rows
+        ]
+    )
+
+
+@router.delete("/sessions/{session_id}", status_code=204, responses=problem_responses(401, 403, 404))
+async def revoke_session(
+    session_id: str, principal: PrincipalDep, svc: ServicesDep, info: InfoDep
+) -> Response:
+    await self_service.end_session(
+        svc, principal, info, parse_id(session_id), reason="revoked_by_user"
+    )
+    return Response(status_code=204)
+
+
+@router.post("/password", status_code=204, responses=problem_responses(401, 403, 422))
+async def change_password(
+    body: PasswordChange, principal: PrincipalDep, svc: ServicesDep, info: InfoDep
+) -> Response:
+    await accounts.change_password(
+        svc,
+        principal,
+        info,
+        current_password=body.current_password,
+        new_password=body.new_password,
+    )
+    return Response(status_code=204)
+
+
+@router.get("/events", response_model=EventList, responses=problem_responses(401, 403, 422))
+async def list_events(
+    principal: PrincipalDep,
+    svc: ServicesDep,
+    limit: Annotated[Limit, Query()] = 50,
+    cursor: Annotated[CleanStr | None, Query(max_length=200)] = None,
+) -> EventList:
+    before = decode_cursor(cursor, int) if cursor else None
+    rows = await self_service.list_own_events(svc, principal, before_seq=before, limit=limit)
+    return event_page(rows, limit)

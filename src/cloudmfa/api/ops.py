@@ -1,0 +1,49 @@
+"""Operations endpoints: liveness, readiness, metrics, the JWKS."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cloudmfa.api.deps import ServicesDep
+from cloudmfa.errors import Unavailable
+
+router = APIRouter(tags=["operations"])
+log = logging.getLogger("cloudmfa.api")
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(svc: ServicesDep) -> dict[str, str]:
+    try:
+        await svc.check_database()
+    except Exception as exc:
+        log.warning("readiness: database unavailable: %s", type(exc).__name__)
+        raise Unavailable("The database does not answer.") from None
+    try:
+        await svc.store.ping()
+    except Exception as exc:
+        log.warning("readiness: ephemeral store unavailable: %s", type(exc).__name__)
+        raise Unavailable("Redis does not answer.") from None
+    return {"status": "ready"}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    body = generate_latest(request.app.state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/.well-known/jwks.json")
+async def jwks(svc: ServicesDep, response: Response) -> dict[str, Any]:
+    if svc.tokens.ring.needs_reload():
+        await svc.reload_keys()
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return svc.tokens.ring.jwks()

@@ -1,0 +1,102 @@
+"""Request and response shapes shared by several routers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from cloudmfa.errors import NotFound, ValidationFailed
+from cloudmfa.flows.sessions import TokenSet
+
+
+def _clean_text(value: str) -> str:
+    # NUL cannot be stored by PostgreSQL and lone surrogates cannot be encoded as UTF-8;
+    # refusing them here keeps odd input a 422 instead of a failure deep in a driver.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+CleanStr = Annotated[str, AfterValidator(_clean_text)]
+Password = Annotated[CleanStr, Field(min_length=1, max_length=1024)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+class TokenResponse(BaseModel):
+    status: Literal["authenticated"] = "authenticated"
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    refresh_token: str
+    session_id: str
+    mfa_enrollment_required: bool | None = None
+    mfa_enrollment_deadline: datetime | None = None
+
+    @classmethod
+    def of(cls, tokens: TokenSet, **extra: Any) -> TokenResponse:
+        return cls(
+            access_token=tokens.access_token,
+            expires_in=tokens.expires_in,
+            refresh_token=tokens.refresh_token,
+            session_id=tokens.session_id,
+            **extra,
+        )
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem+json answers a route can give."""
+    return {
+        status: {
+            "model": Problem,
+            "content": {"application/problem+json": {}},
+            "description": "A problem (RFC 9457)",
+        }
+        for status in statuses
+    }
+
+
+def parse_id(value: str) -> str:
+    """Ids are UUIDs; anything else cannot name an existing object."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise NotFound("Not found.") from None
+
+
+def encode_cursor(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kind: type) -> Any:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error):
+        raise ValidationFailed("The cursor is not valid.") from None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValidationFailed("The cursor is not valid.")
+    return value
+
+
+Limit = Annotated[int, Field(ge=1, le=200)]

@@ -1,0 +1,57 @@
+"""The application factory: ``create_app(settings)`` wires services, routers and middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cloudmfa import __version__
+from cloudmfa.api import accounts, admin, auth, me, ops, problems
+from cloudmfa.api.edge import EdgeMiddleware, Metrics
+from cloudmfa.clock import Clock
+from cloudmfa.config import Settings
+from cloudmfa.services import Services
+
+log = logging.getLogger("cloudmfa")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    services: Services | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    svc = services or Services.build(settings, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await svc.start()
+        try:
+            yield
+        finally:
+            await svc.close()
+
+    app = FastAPI(
+        title="cloudmfa",
+        version=__version__,
+        description="Password plus second-factor authentication. Errors are RFC 9457 problems.",
+        lifespan=lifespan,
+    )
+    app.state.services = svc
+    app.state.metrics = Metrics()
+    problems.install(app)
+    for router in (accounts.router, auth.router, me.router, admin.router, ops.router):
+        app.include_router(router)
+    app.add_middleware(
+        EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics
+    )
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The entry point ``cloudmfa serve`` hands to each server worker."""
+    return create_app(Settings())

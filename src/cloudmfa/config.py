@@ -1,0 +1,121 @@
+"""Typed settings, built once at start-up from ``CLOUDMFA_*`` variables and a ``.env`` file.
+
+Nothing below reads the environment on its own: the settings object is passed down
+(``create_app(settings)``), so tests build one with the values they need.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/cloudmfa.db"
+ALL_FACTOR_TYPES = ("totp", "webauthn", "sms", "email", "recovery")
+
+
+class MfaPolicy(StrEnum):
+    REQUIRED = "required"
+    OPTIONAL = "optional"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLOUDMFA_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Storage
+    database_url: str = DEFAULT_SQLITE_URL
+    redis_url: str | None = None
+    redis_key_prefix: str = "cloudmfa:"
+    auto_migrate: bool = True
+    data_dir: str = "./var"
+
+    # Identity of this deployment
+    public_url: str = "http://localhost:8000"
+    token_issuer: str | None = None  # the JWT `iss`; defaults to the public URL
+    token_audience: str = "cloudmfa"
+    issuer: str = "cloudmfa"  # the name authenticator apps show
+
+    # Accounts and passwords
+    signup_enabled: bool = True
+    mfa_policy: MfaPolicy = MfaPolicy.REQUIRED
+    enabled_factors: Annotated[tuple[str, ...], NoDecode] = ALL_FACTOR_TYPES
+    mfa_grace_days: int = Field(default=0, ge=0)
+    password_min_length: int | None = Field(default=None, ge=8, le=128)
+    password_max_length: int = Field(default=128, ge=16, le=1024)
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19456, ge=8192)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    # Tokens and sessions
+    access_token_ttl_s: int = Field(default=600, ge=30, le=3600)
+    session_max_hours: float = Field(default=24, gt=0)
+    session_idle_minutes: float = Field(default=60, gt=0)
+    reauth_window_s: int = Field(default=600, ge=30)
+
+    # The HTTP edge
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    trusted_proxies: str = ""  # comma-separated addresses whose X-Forwarded-For is believed
+    log_level: str = "info"
+
+    @field_validator("enabled_factors", mode="before")
+    @classmethod
+    def _split_factors(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("enabled_factors")
+    @classmethod
+    def _known_factors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(ALL_FACTOR_TYPES))
+        if unknown:
+            raise ValueError(
+                f"unknown factor type(s) {', '.join(unknown)}; "
+                f"choose from {', '.join(ALL_FACTOR_TYPES)}"
+            )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def effective_password_min_length(self) -> int:
+        """API.md: 12 characters, or 15 when the password may be the only factor."""
+        if self.password_min_length is not None:
+            return self.password_min_length
+        return 15 if self.mfa_policy is MfaPolicy.OPTIONAL else 12
+
+    @property
+    def jwt_issuer(self) -> str:
+        return self.token_issuer or self.public_url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the plain scheme spellings and pick the async driver the service uses."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(
+            "CLOUDMFA_DATABASE_URL must look like sqlite+aiosqlite:///path or postgresql://host/db"
+        )
+    if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return f"postgresql+asyncpg://{rest}"
+    if scheme in ("sqlite", "sqlite+aiosqlite"):
+        return f"sqlite+aiosqlite://{rest}"
+    raise ValueError(
+        f"unsupported database scheme {scheme!r}: use sqlite+aiosqlite:// or postgresql://"
+    )

@@ -1,0 +1,73 @@
+"""Administration (API.md "Administration"): finding users, locking them, reading the trail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloudmfa.errors import NotFound
+from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.principal import Principal
+from cloudmfa.flows.sessions import revoke_all_for_user
+from cloudmfa.services import Services
+from cloudmfa.store import audit as audit_repo
+from cloudmfa.store import users as user_repo
+from cloudmfa.store.audit import AuditEvent, record
+from cloudmfa.store.users import User
+
+
+async def search_users(
+    svc: Services, *, query: str | None, after_email: str | None, limit: int
+) -> list[User]:
+    async with svc.engine.connect() as conn:
+        return await user_repo.search(conn, query=query, after_email=after_email, limit=limit)
+
+
+async def get_user(svc: Services, user_id: str) -> tuple[User, list[dict[str, Any]]]:
+    async with svc.engine.connect() as conn:
+        user = await user_repo.get_by_id(conn, user_id)
+        if user is None:
+            raise NotFound("No such user.")
+        return user, await user_repo.list_factor_summaries(conn, user_id)
+
+
+async def set_locked(
+    svc: Services, admin: Principal, info: RequestInfo, user_id: str, *, locked: bool
+) -> None:
+    now = svc.clock.now()
+    async with svc.engine.begin() as conn:
+        user = await user_repo.get_by_id(conn, user_id)
+        if user is None:
+            raise NotFound("No such user.")
+        details: dict[str, Any] = {}
+        if locked:
+            await user_repo.set_locked(conn, user_id, user.locked_at or now, now)
+            revoked = await revoke_all_for_user(conn, svc, user_id, reason="account_locked")
+            details["sessions_revoked"] = len(revoked)
+        else:
+            await user_repo.set_locked(conn, user_id, None, now)
+        await record(
+            conn,
+            now,
+            AuditEvent(
+                type="account.locked" if locked else "account.unlocked",
+                actor_id=admin.user.id,
+                subject_id=user_id,
+                ip=info.ip,
+                user_agent=info.clipped_user_agent(),
+                details=details,
+            ),
+        )
+
+
+async def list_audit(
+    svc: Services,
+    *,
+    user_id: str | None,
+    type_: str | None,
+    before_seq: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    async with svc.engine.connect() as conn:
+        return await audit_repo.list_events(
+            conn, user_id=user_id, type_=type_, before_seq=before_seq, limit=limit
+        )

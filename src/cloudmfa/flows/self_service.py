@@ -1,0 +1,54 @@
+"""What a signed-in user can see and do about their own sessions and history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloudmfa.errors import NotFound
+from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.principal import Principal
+from cloudmfa.flows.sessions import revoke_sessions
+from cloudmfa.services import Services
+from cloudmfa.store import audit as audit_repo
+from cloudmfa.store import sessions as session_repo
+from cloudmfa.store.audit import AuditEvent, record
+from cloudmfa.store.sessions import Session
+
+
+async def list_sessions(svc: Services, principal: Principal) -> list[Session]:
+    async with svc.engine.connect() as conn:
+        return await session_repo.list_live_sessions(conn, principal.user.id, svc.clock.now())
+
+
+async def end_session(
+    svc: Services, principal: Principal, info: RequestInfo, session_id: str, *, reason: str
+) -> None:
+    """End one of the caller's own sessions (logout is the caller's current one)."""
+    now = svc.clock.now()
+    async with svc.engine.begin() as conn:
+        session = await session_repo.get_session(conn, session_id)
+        if session is None or session.user_id != principal.user.id:
+            raise NotFound("No such session.")
+        revoked = await revoke_sessions(conn, svc, [session_id], reason=reason)
+        if revoked:
+            await record(
+                conn,
+                now,
+                AuditEvent(
+                    type="session.revoked",
+                    actor_id=principal.user.id,
+                    subject_id=principal.user.id,
+                    ip=info.ip,
+                    user_agent=info.clipped_user_agent(),
+                    details={"session_id": session_id, "reason": reason},
+                ),
+            )
+
+
+async def list_own_events(
+    svc: Services, principal: Principal, *, before_seq: int | None, limit: int
+) -> list[dict[str, Any]]:
+    async with svc.engine.connect() as conn:
+        return await audit_repo.list_events(
+            conn, user_id=principal.user.id, before_seq=before_seq, limit=limit
+        )

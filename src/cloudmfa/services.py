@@ -1,0 +1,110 @@
+"""Everything a flow needs, built once from the settings and passed down.
+
+Framework-free: the CLI, the HTTP app and the tests all build the same object.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cloudmfa.clock import Clock, SystemClock
+from cloudmfa.config import Settings
+from cloudmfa.security.password_policy import PasswordPolicy
+from cloudmfa.security.passwords import PasswordHashing
+from cloudmfa.security.tokens import AccessTokens, KeyRing, generate_signing_key
+from cloudmfa.store import keys as key_repo
+from cloudmfa.store import sessions as session_repo
+from cloudmfa.store.db import create_engine
+from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, create_store
+from cloudmfa.store.migrate import upgrade_to_head
+
+log = logging.getLogger("cloudmfa")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    store: EphemeralStore
+    hashing: PasswordHashing
+    policy: PasswordPolicy
+    tokens: AccessTokens
+
+    @classmethod
+    def build(cls, settings: Settings, *, clock: Clock | None = None) -> Services:
+        clock = clock or SystemClock()
+        ring = KeyRing(clock=clock, access_ttl_s=settings.access_token_ttl_s)
+        return cls(
+            settings=settings,
+            clock=clock,
+            engine=create_engine(settings.database_url),
+            store=create_store(settings.redis_url, prefix=settings.redis_key_prefix, clock=clock),
+            hashing=PasswordHashing(
+                time_cost=settings.argon2_time_cost,
+                memory_kib=settings.argon2_memory_kib,
+                parallelism=settings.argon2_parallelism,
+            ),
+            policy=PasswordPolicy(
+                min_length=settings.effective_password_min_length,
+                max_length=settings.password_max_length,
+            ),
+            tokens=AccessTokens(
+                ring,
+                clock=clock,
+                issuer=settings.jwt_issuer,
+                audience=settings.token_audience,
+                ttl_s=settings.access_token_ttl_s,
+            ),
+        )
+
+    async def start(self, *, migrate: bool | None = None) -> None:
+        if self.settings.auto_migrate if migrate is None else migrate:
+            await upgrade_to_head(self.engine)
+        await self.ensure_signing_key()
+        await self.reload_keys()
+        if isinstance(self.store, MemoryStore):
+            await self._restore_revocations()
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.engine.dispose()
+
+    async def ensure_signing_key(self) -> None:
+        """The first start of a deployment generates its signing key, once for all replicas."""
+        async with self.engine.begin() as conn:
+            if self.settings.is_sqlite is False:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(7355608)"))
+            existing = await key_repo.load_keys(conn)
+            if not any(k.retired_at is None for k in existing):
+                await key_repo.insert_key(conn, generate_signing_key(self.clock.now()))
+                log.info("generated a new token signing key")
+
+    async def reload_keys(self) -> None:
+        async with self.engine.connect() as conn:
+            self.tokens.ring.load(await key_repo.load_keys(conn))
+
+    async def _restore_revocations(self) -> None:
+        # An in-process store forgets revocations on restart; the access tokens of sessions
+        # revoked within their lifetime must stay refused.
+        since = self.clock.now() - timedelta(seconds=self.settings.access_token_ttl_s + 60)
+        async with self.engine.connect() as conn:
+            for sid in await session_repo.recently_revoked(conn, since):
+                await self.store.set(revocation_key(sid), "1", self.revocation_ttl_s)
+
+    @property
+    def revocation_ttl_s(self) -> int:
+        return self.settings.access_token_ttl_s + 60
+
+    async def check_database(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+
+def revocation_key(session_id: str) -> str:
+    return f"revoked:{session_id}"

@@ -1,0 +1,69 @@
+"""The audit trail. Events are written inside the caller's transaction, so a state change and
+its event commit or roll back together."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloudmfa.store.models import audit_events
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    type: str
+    outcome: str = "success"
+    actor_id: str | None = None
+    subject_id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+async def record(conn: AsyncConnection, now: datetime, *events: AuditEvent) -> None:
+    """Write one or more events with a single statement."""
+    if not events:
+        return
+    await conn.execute(
+        insert(audit_events),
+        [
+            {
+                "id": str(uuid.uuid4()),
+                "at": now,
+                "type": e.type,
+                "actor_id": e.actor_id,
+                "subject_id": e.subject_id,
+                "ip": e.ip,
+                "user_agent": e.user_agent,
+                "outcome": e.outcome,
+                "details": e.details,
+            }
+            for e in events
+        ],
+    )
+
+
+async def list_events(
+    conn: AsyncConnection,
+    *,
+    user_id: str | None = None,
+    type_: str | None = None,
+    before_seq: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Newest first; ``before_seq`` continues from a page's last event."""
+    stmt = select(audit_events).order_by(audit_events.c.seq.desc()).limit(limit)
+    if user_id is not None:
+        stmt = stmt.where(
+            or_(audit_events.c.actor_id == user_id, audit_events.c.subject_id == user_id)
+        )
+    if type_ is not None:
+        stmt = stmt.where(audit_events.c.type == type_)
+    if before_seq is not None:
+        stmt = stmt.where(audit_events.c.seq < before_seq)
+    return [dict(row._mapping) for row in await conn.execute(stmt)]
