@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloudmfa.api.deps import ServicesDep
 from cloudmfa.errors import Unavailable
+from cloudmfa.security.tokens import JWKS_MAX_AGE_S
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("cloudmfa.api")
@@ -45,5 +46,5 @@ async def metrics(request: Request) -> Response:
 async def jwks(svc: ServicesDep, response: Response) -> dict[str, Any]:
     if svc.tokens.ring.needs_reload():
         await svc.reload_keys()
-    response.headers["Cache-Control"] = "public, max-age=300"
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_S}"
     return svc.tokens.ring.jwks()

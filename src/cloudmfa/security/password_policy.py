@@ -65,7 +65,8 @@ class PasswordPolicy:
         if length > self.max_length:
             raise WeakPassword(f"The password must be at most {self.max_length} characters long.")
         if email:
-            local_part = email.rsplit("@", 1)[0].casefold()
+            # Normalised like the password, or a compatibility form of it would slip through.
+            local_part = normalise(email.rsplit("@", 1)[0]).casefold()
             if len(local_part) >= _LOCAL_PART_MIN_LENGTH and local_part in normalised.casefold():
                 raise WeakPassword("The password must not contain the email address's name part.")
         if is_blocklisted(normalised):

@@ -48,24 +48,34 @@ class PasswordHashing:
         return await asyncio.to_thread(self.hash_sync, password)
 
     def verify_sync(self, stored_hash: str, password: str) -> VerifyResult:
+        raw = password
         password = normalise(password)
         if stored_hash.startswith(_BCRYPT_PREFIXES):
-            return self._verify_bcrypt(stored_hash, password)
+            return self._verify_bcrypt(stored_hash, password, raw)
         try:
             self._hasher.verify(stored_hash, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
+        except (VerifyMismatchError, VerificationError, InvalidHashError, UnicodeEncodeError):
+            # UnicodeEncodeError: argon2-cffi encodes the stored hash as ASCII, so a corrupt
+            # hash with any other character is malformed input, not a reason to fail the request.
             return VerifyResult(ok=False)
         if self._hasher.check_needs_rehash(stored_hash):
             return VerifyResult(ok=True, new_hash=self._hasher.hash(password))
         return VerifyResult(ok=True)
 
-    def _verify_bcrypt(self, stored_hash: str, password: str) -> VerifyResult:
-        candidate = password.encode("utf-8")[:_BCRYPT_MAX_BYTES]
+    def _verify_bcrypt(self, stored_hash: str, password: str, raw: str) -> VerifyResult:
+        # Imported bcrypt hashes were made by a system that did not normalise, so the password
+        # exactly as typed is tried too when NFKC changes it; the upgrade hash is of the NFKC form.
         try:
-            ok = bcrypt.checkpw(candidate, stored_hash.encode("ascii"))
-        except ValueError:  # a malformed stored hash
+            expected = stored_hash.encode("ascii")
+            ok = any(
+                bcrypt.checkpw(candidate.encode("utf-8")[:_BCRYPT_MAX_BYTES], expected)
+                for candidate in dict.fromkeys((password, raw))
+            )
+        except ValueError:  # a malformed stored hash (UnicodeEncodeError is a ValueError)
             return VerifyResult(ok=False)
-        return VerifyResult(ok=True, new_hash=self._hasher.hash(password)) if ok else VerifyResult(False)
+        if not ok:
+            return VerifyResult(ok=False)
+        return VerifyResult(ok=True, new_hash=self._hasher.hash(password))
 
     async def verify(self, stored_hash: str, password: str) -> VerifyResult:
         return await asyncio.to_thread(self.verify_sync, stored_hash, password)

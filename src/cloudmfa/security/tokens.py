@@ -25,6 +25,10 @@ from cloudmfa.errors import InvalidToken
 
 ALGORITHM = "ES256"
 RELOAD_INTERVAL_S = 30  # how soon a replica notices a rotation done elsewhere
+JWKS_MAX_AGE_S = 300  # how long relying parties may cache the JWKS
+# A new key is published this long before it signs, so no relying party holding a cached
+# JWKS meets a token whose kid it has never seen.
+PUBLISH_LEAD_S = JWKS_MAX_AGE_S + RELOAD_INTERVAL_S
 _UNKNOWN_KID_RELOAD_GAP_S = 5
 
 
@@ -80,10 +84,14 @@ class KeyRing:
         # for one reload interval beyond the token lifetime.
         keep = timedelta(seconds=self._access_ttl_s + RELOAD_INTERVAL_S + 60)
         live = [k for k in keys if k.retired_at is None or k.retired_at + keep > now]
-        active = [k for k in live if k.retired_at is None]
-        if not active:
+        signing = [k for k in live if k.retired_at is None or k.retired_at > now]
+        if not signing:
             raise RuntimeError("no active signing key")
-        newest = max(active, key=lambda k: k.created_at)
+        # The newest key that has been published for long enough; a deployment's very first
+        # key (nothing older to sign with) signs at once.
+        lead = timedelta(seconds=PUBLISH_LEAD_S)
+        published = [k for k in signing if k.created_at + lead <= now] or signing
+        newest = max(published, key=lambda k: k.created_at)
         if self._signing is None or self._signing.kid != newest.kid:
             self._signing_private = serialization.load_pem_private_key(
                 newest.private_key_pem.encode("ascii"), password=None

@@ -38,8 +38,9 @@ async def insert_key(conn: AsyncConnection, key: SigningKey) -> None:
     )
 
 
-async def retire_active_keys(conn: AsyncConnection, now: datetime) -> int:
+async def retire_active_keys(conn: AsyncConnection, retire_at: datetime) -> int:
+    """Stop every current key from signing at ``retire_at``."""
     result = await conn.execute(
-        update(signing_keys).where(signing_keys.c.retired_at.is_(None)).values(retired_at=now)
+        update(signing_keys).where(signing_keys.c.retired_at.is_(None)).values(retired_at=retire_at)
     )
     return int(result.rowcount or 0)
