@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint hash-timing clean
+.PHONY: install run test test-fast lint hash-timing bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ run: $(STAMP)
 
 ## The whole suite: unit, API (SQLite + PostgreSQL, memory + Redis), CLI, property tests.
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
 ## Everything but the subprocess and property-based tests.
@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadfile -q -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 ## One argon2id hash with the configured parameters, timed on this machine.
 hash-timing: $(STAMP)
@@ -36,3 +36,8 @@ hash-timing: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+## Load benchmark: starts the service itself (2 workers; SQLite and PostgreSQL, with Redis),
+## writes bench/results/<time>.{json,md}. See bench/README.md.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py

@@ -32,6 +32,8 @@ REDIS_URL = os.environ.get("CLOUDMFA_TEST_REDIS", "redis://127.0.0.1:6379/0")
 # Fast hashing in tests; the real parameters have their own test and benchmark.
 FAST_ARGON2 = {"argon2_memory_kib": 8192, "argon2_time_cost": 1}
 PASSWORD = "plum-orbit-velvet-canyon-42"
+# A fixed AES-256 key ring, so no test writes a key file into the working directory.
+TEST_SECRET_KEYS = "t1:" + "A" * 43 + "="
 
 
 class PgDatabase:
@@ -68,7 +70,9 @@ async def drop_redis_prefix(prefix: str) -> None:
 
 
 @pytest_asyncio.fixture(scope="module", params=["sqlite-memory", "postgres-redis"])
-async def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, Any]]:
+async def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[dict[str, Any]]:
     """Settings overrides naming a fresh database (and Redis key space) for one module."""
     if request.param == "sqlite-memory":
         path = Path(tmp_path_factory.mktemp("db")) / "cloudmfa.db"
@@ -97,14 +101,20 @@ class Api:
     def new_email(tag: str = "user") -> str:
         return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"
 
-    async def sign_up(self, email: str | None = None, password: str = PASSWORD, **extra: Any) -> dict[str, Any]:
+    async def sign_up(
+        self, email: str | None = None, password: str = PASSWORD, **extra: Any
+    ) -> dict[str, Any]:
         email = email or self.new_email()
-        r = await self.client.post("/api/v1/accounts", json={"email": email, "password": password, **extra})
+        r = await self.client.post(
+            "/api/v1/accounts", json={"email": email, "password": password, **extra}
+        )
         assert r.status_code == 201, r.text
         return {**r.json(), "password": password}
 
     async def login(self, email: str, password: str = PASSWORD, **extra: Any) -> dict[str, Any]:
-        r = await self.client.post("/api/v1/auth/login", json={"email": email, "password": password, **extra})
+        r = await self.client.post(
+            "/api/v1/auth/login", json={"email": email, "password": password, **extra}
+        )
         assert r.status_code == 200, r.text
         return dict(r.json())
 
@@ -123,6 +133,9 @@ def test_settings(backend: dict[str, Any], **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "mfa_policy": "optional",
         "public_url": "http://localhost:8000",
+        "secret_keys": TEST_SECRET_KEYS,
+        # Every test client comes from 127.0.0.1; the per-IP limit has tests of its own.
+        "ip_rate_limit": "100000/minute",
         **FAST_ARGON2,
         **backend,
         **overrides,

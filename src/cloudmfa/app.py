@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cloudmfa import __version__
-from cloudmfa.api import accounts, admin, auth, me, ops, problems
+from cloudmfa.api import accounts, admin, auth, factors, me, ops, problems
 from cloudmfa.api.edge import EdgeMiddleware, Metrics
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
@@ -44,7 +44,14 @@ def create_app(
     app.state.services = svc
     app.state.metrics = Metrics()
     problems.install(app)
-    for router in (accounts.router, auth.router, me.router, admin.router, ops.router):
+    for router in (
+        accounts.router,
+        auth.router,
+        me.router,
+        factors.router,
+        admin.router,
+        ops.router,
+    ):
         app.include_router(router)
     app.add_middleware(
         EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics

@@ -119,7 +119,9 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
 
 
 async def _rotate(settings: Settings) -> str:
-    from cloudmfa.security.tokens import generate_signing_key
+    from datetime import timedelta
+
+    from cloudmfa.security.tokens import PUBLISH_LEAD_S, generate_signing_key
     from cloudmfa.services import Services
     from cloudmfa.store import keys as key_repo
 
@@ -129,7 +131,8 @@ async def _rotate(settings: Settings) -> str:
         now = svc.clock.now()
         key = generate_signing_key(now)
         async with svc.engine.begin() as conn:
-            await key_repo.retire_active_keys(conn, now)
+            # The current key keeps signing while the new one is published but not yet used.
+            await key_repo.retire_active_keys(conn, now + timedelta(seconds=PUBLISH_LEAD_S))
             await key_repo.insert_key(conn, key)
         return key.kid
     finally:
@@ -139,10 +142,80 @@ async def _rotate(settings: Settings) -> str:
 def cmd_rotate_signing_key(_args: argparse.Namespace) -> None:
     settings = load_settings()
     kid = run_async(lambda: _rotate(settings))
+    from cloudmfa.security.tokens import PUBLISH_LEAD_S
+
     print(
-        f"new signing key {kid} is active; the previous key stays in the JWKS until the tokens "
-        f"it signed expire ({settings.access_token_ttl_s} s)"
+        f"new signing key {kid} is published in the JWKS now and signs from {PUBLISH_LEAD_S} s "
+        "on (so relying parties' cached JWKS know it first); the previous key signs until then "
+        f"and stays in the JWKS until its tokens expire ({settings.access_token_ttl_s} s later)"
     )
+
+
+# --- rotate-secret-key -------------------------------------------------------------------
+
+
+def cmd_rotate_secret_key(args: argparse.Namespace) -> None:
+    from cloudmfa.security.secretbox import (
+        SecretKeyError,
+        format_key,
+        load_key_ring,
+        new_key,
+        write_key_file,
+    )
+
+    if args.generate_key:
+        print(format_key(new_key([])))
+        return
+    settings = load_settings()
+    try:
+        keys, path = load_key_ring(settings.secret_keys, settings.data_dir)
+    except SecretKeyError as exc:
+        raise CliError(f"CLOUDMFA_SECRET_KEYS: {exc}") from None
+
+    async def rotate() -> None:
+        from cloudmfa.flows.maintenance import pending_reencryption, reencrypt_secrets
+        from cloudmfa.services import Services
+
+        svc = Services.build(settings)
+        try:
+            await svc.start()
+            pending = await pending_reencryption(svc)
+            if pending:
+                print(
+                    f"resuming: {pending} secret(s) are not yet under key "
+                    f"{svc.secretbox.current_id}"
+                )
+            elif path is not None:
+                fresh = new_key(keys)
+                write_key_file(path, [fresh, *keys])
+                svc.secretbox.use_keys([fresh, *keys])
+                print(f"added key {fresh.id} to {path}; it encrypts from now on")
+            else:
+                print(
+                    f"every secret is already under key {svc.secretbox.current_id}, the first of "
+                    "CLOUDMFA_SECRET_KEYS. To rotate: generate a key with "
+                    "`cloudmfa rotate-secret-key --generate-key`, put it first in "
+                    "CLOUDMFA_SECRET_KEYS on every replica, then run this command again."
+                )
+                return
+
+            def progress(report: Any) -> None:
+                print(
+                    f"  re-encrypted {report.reencrypted}, "
+                    f"already current {report.already_current}",
+                    flush=True,
+                )
+
+            report = await reencrypt_secrets(svc, progress=progress)
+            print(
+                f"done: {report.reencrypted} secret(s) re-encrypted under key "
+                f"{svc.secretbox.current_id}; older keys may be removed once every replica runs "
+                "with the new ring"
+            )
+        finally:
+            await svc.close()
+
+    run_async(rotate)
 
 
 # --- serve -------------------------------------------------------------------------------
@@ -178,7 +251,11 @@ def _log_config(level: str) -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["cloudmfa"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    config["loggers"]["cloudmfa"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
     return config
 
 
@@ -196,6 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
     _check_tls(args.tls_cert, args.tls_key)
     _check_port_free(args.host, args.port)
+    _check_secret_keys(settings)
     if settings.auto_migrate:
         revision = run_async(lambda: _migrate(settings))
         print(f"cloudmfa: database schema at revision {revision}", file=sys.stderr)
@@ -228,9 +306,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
     )
 
 
+def _check_secret_keys(settings: Settings) -> None:
+    """Load (or, with zero configuration, generate) the secret key ring once, here, before
+    the workers start: they must not race to create the key file."""
+    from cloudmfa.security.secretbox import SecretKeyError, load_key_ring
+
+    try:
+        load_key_ring(settings.secret_keys, settings.data_dir)
+    except SecretKeyError as exc:
+        raise CliError(f"CLOUDMFA_SECRET_KEYS: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"cannot create the secret key file in {settings.data_dir}: {exc}") from None
+
+
 async def _check_database(settings: Settings) -> None:
-    from cloudmfa.store.db import create_engine
     from sqlalchemy import text
+
+    from cloudmfa.store.db import create_engine
 
     engine = create_engine(settings.database_url)
     try:
@@ -258,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the HTTP service. Creates or migrates the schema first unless "
         "CLOUDMFA_AUTO_MIGRATE=false.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
     serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
     serve.add_argument(
         "--workers",
@@ -294,6 +388,20 @@ def build_parser() -> argparse.ArgumentParser:
         "key keeps verifying (and stays in the JWKS) until its tokens expire.",
     )
     rotate.set_defaults(func=cmd_rotate_signing_key)
+
+    secret = sub.add_parser(
+        "rotate-secret-key",
+        help="re-encrypt the stored TOTP seeds under a new key",
+        description="With the generated key file (no CLOUDMFA_SECRET_KEYS): add a new key to "
+        "it and re-encrypt every stored seed. With CLOUDMFA_SECRET_KEYS: re-encrypt every seed "
+        "under its first key. Commits in batches; if interrupted, run it again to resume.",
+    )
+    secret.add_argument(
+        "--generate-key",
+        action="store_true",
+        help="only print a new key (ID:BASE64) to put first in CLOUDMFA_SECRET_KEYS",
+    )
+    secret.set_defaults(func=cmd_rotate_secret_key)
     return parser
 
 

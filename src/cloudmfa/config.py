@@ -7,7 +7,7 @@ Nothing below reads the environment on its own: the settings object is passed do
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     # Identity of this deployment
     public_url: str = "http://localhost:8000"
     token_issuer: str | None = None  # the JWT `iss`; defaults to the public URL
-    token_audience: str = "cloudmfa"
+    token_audience: str = "cloudmfa"  # noqa: S105 (the JWT aud, not a secret)
     issuer: str = "cloudmfa"  # the name authenticator apps show
 
     # Accounts and passwords
@@ -49,6 +49,21 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19456, ge=8192)
     argon2_parallelism: int = Field(default=1, ge=1)
+
+    # Second factors
+    secret_keys: str | None = None  # "id:base64key,..." the first encrypts; unset: ./var key file
+    totp_algorithm: Literal["SHA1", "SHA256", "SHA512"] = "SHA1"
+    totp_digits: int = Field(default=6, ge=6, le=8)
+    totp_period: int = Field(default=30, ge=15, le=120)
+    mfa_token_ttl_s: int = Field(default=300, ge=30, le=3600)
+    mfa_max_attempts: int = Field(default=5, ge=1, le=20)
+    remember_device_days: int = Field(default=30, ge=0, le=400)
+
+    # Throttling
+    login_max_failures: int = Field(default=10, ge=1, le=100)
+    login_failure_window_s: int = Field(default=900, ge=1)
+    ip_rate_limit: str = "60/minute"
+    otp_resend_cooldown_s: int = Field(default=30, ge=0)
 
     # Tokens and sessions
     access_token_ttl_s: int = Field(default=600, ge=30, le=3600)
@@ -77,6 +92,17 @@ class Settings(BaseSettings):
                 f"unknown factor type(s) {', '.join(unknown)}; "
                 f"choose from {', '.join(ALL_FACTOR_TYPES)}"
             )
+        return value
+
+    @field_validator("ip_rate_limit")
+    @classmethod
+    def _rate_limit_syntax(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError("must look like 60/minute or 10 per second") from None
         return value
 
     @field_validator("database_url")

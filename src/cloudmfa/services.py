@@ -14,8 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloudmfa.clock import Clock, SystemClock
 from cloudmfa.config import Settings
+from cloudmfa.factors.base import FactorEnv
+from cloudmfa.factors.registry import FactorRegistry
+from cloudmfa.factors.totp.verify import TotpParameters
 from cloudmfa.security.password_policy import PasswordPolicy
 from cloudmfa.security.passwords import PasswordHashing
+from cloudmfa.security.secretbox import SecretBox, open_secretbox
+from cloudmfa.security.throttle import AccountThrottle, IpRateLimiter
 from cloudmfa.security.tokens import AccessTokens, KeyRing, generate_signing_key
 from cloudmfa.store import keys as key_repo
 from cloudmfa.store import sessions as session_repo
@@ -35,16 +40,28 @@ class Services:
     hashing: PasswordHashing
     policy: PasswordPolicy
     tokens: AccessTokens
+    secretbox: SecretBox
+    factors: FactorRegistry
+    factor_env: FactorEnv
+    throttle: AccountThrottle
+    ip_limiter: IpRateLimiter
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Services:
         clock = clock or SystemClock()
         ring = KeyRing(clock=clock, access_ttl_s=settings.access_token_ttl_s)
+        store = create_store(settings.redis_url, prefix=settings.redis_key_prefix, clock=clock)
+        secretbox = open_secretbox(settings.secret_keys, settings.data_dir)
+        totp = TotpParameters(
+            algorithm=settings.totp_algorithm,
+            digits=settings.totp_digits,
+            period=settings.totp_period,
+        )
         return cls(
             settings=settings,
             clock=clock,
             engine=create_engine(settings.database_url),
-            store=create_store(settings.redis_url, prefix=settings.redis_key_prefix, clock=clock),
+            store=store,
             hashing=PasswordHashing(
                 time_cost=settings.argon2_time_cost,
                 memory_kib=settings.argon2_memory_kib,
@@ -60,6 +77,21 @@ class Services:
                 issuer=settings.jwt_issuer,
                 audience=settings.token_audience,
                 ttl_s=settings.access_token_ttl_s,
+            ),
+            secretbox=secretbox,
+            factors=FactorRegistry(settings.enabled_factors, totp=totp),
+            factor_env=FactorEnv(
+                clock=clock, secretbox=secretbox, store=store, issuer=settings.issuer
+            ),
+            throttle=AccountThrottle(
+                store,
+                max_failures=settings.login_max_failures,
+                window_s=settings.login_failure_window_s,
+            ),
+            ip_limiter=IpRateLimiter(
+                settings.ip_rate_limit,
+                redis_url=settings.redis_url,
+                prefix=settings.redis_key_prefix,
             ),
         )
 

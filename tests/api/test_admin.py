@@ -184,7 +184,9 @@ async def test_user_detail_has_profile_and_factor_list(api: Api) -> None:
     assert "argon2" not in dump
 
 
-@pytest.mark.parametrize("user_id", ["6f1c2a4e-8b7d-4c3a-9e5f-0a1b2c3d4e5f", "not-a-uuid", "1", "x" * 200])
+@pytest.mark.parametrize(
+    "user_id", ["6f1c2a4e-8b7d-4c3a-9e5f-0a1b2c3d4e5f", "not-a-uuid", "1", "x" * 200]
+)
 async def test_user_detail_of_an_unknown_or_malformed_id_is_not_found(
     api: Api, user_id: str
 ) -> None:
@@ -404,3 +406,10 @@ async def test_audit_rejects_a_bad_cursor(api: Api) -> None:
         "/api/v1/admin/audit", params={"cursor": "bm90LWFuLWludA"}, headers=headers
     )
     assert_problem(r, 422, "validation_error")
+
+
+async def test_an_admin_cannot_lock_their_own_account(api: Api) -> None:
+    admin, headers = await admin_session(api)
+    r = await api.client.post(f"/api/v1/admin/users/{admin['id']}/lock", headers=headers)
+    assert_problem(r, 403, "forbidden")
+    assert (await api.client.get("/api/v1/me", headers=headers)).status_code == 200

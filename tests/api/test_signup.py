@@ -187,9 +187,7 @@ async def test_sign_up_is_forbidden_when_switched_off(backend: dict[str, Any]) -
             assert await user_repo.get_by_email(conn, email) is None
 
 
-@pytest.mark.parametrize(
-    "email", ["not-an-email", "two@@example.com", "@example.com", "user@", ""]
-)
+@pytest.mark.parametrize("email", ["not-an-email", "two@@example.com", "@example.com", "user@", ""])
 async def test_invalid_email_is_validation_error(api: Api, email: str) -> None:
     r = await sign_up_raw(api, email, PASSWORD)
     assert_problem(r, 422, "validation_error")

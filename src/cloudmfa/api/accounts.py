@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, EmailStr, Field
 
-from cloudmfa.api.deps import InfoDep, ServicesDep
+from cloudmfa.api.deps import InfoDep, ServicesDep, ip_throttle
 from cloudmfa.api.schemas import CleanStr, Password, StrictModel, problem_responses
 from cloudmfa.flows import accounts
 
-router = APIRouter(prefix="/api/v1", tags=["accounts"])
+router = APIRouter(prefix="/api/v1", tags=["accounts"], dependencies=[Depends(ip_throttle)])
 
 
 class SignUpRequest(StrictModel):

@@ -18,7 +18,7 @@ from cloudmfa.api.schemas import (
     parse_id,
     problem_responses,
 )
-from cloudmfa.flows import admin
+from cloudmfa.flows import admin, factors
 from cloudmfa.store.users import User
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
@@ -83,8 +83,18 @@ async def list_users(
     "/users/{user_id}", response_model=AdminUserDetail, responses=problem_responses(401, 403, 404)
 )
 async def get_user(user_id: str, _admin: AdminDep, svc: ServicesDep) -> AdminUserDetail:
-    user, factors = await admin.get_user(svc, parse_id(user_id))
-    summaries = [FactorSummary(**f) for f in factors]
+    user, user_factors = await admin.get_user(svc, parse_id(user_id))
+    summaries = [
+        FactorSummary(
+            id=f.id,
+            type=f.type,
+            label=f.label,
+            status=f.status,
+            created_at=f.created_at,
+            last_used_at=f.last_used_at,
+        )
+        for f in user_factors
+    ]
     return AdminUserDetail(
         **_admin_user(user).model_dump(),
         mfa_enabled=any(f.status == "active" for f in summaries),
@@ -98,13 +108,20 @@ async def lock_user(user_id: str, principal: AdminDep, svc: ServicesDep, info: I
     return Response(status_code=204)
 
 
-@router.post(
-    "/users/{user_id}/unlock", status_code=204, responses=problem_responses(401, 403, 404)
-)
+@router.post("/users/{user_id}/unlock", status_code=204, responses=problem_responses(401, 403, 404))
 async def unlock_user(
     user_id: str, principal: AdminDep, svc: ServicesDep, info: InfoDep
 ) -> Response:
     await admin.set_locked(svc, principal, info, parse_id(user_id), locked=False)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/users/{user_id}/factors", status_code=204, responses=problem_responses(401, 403, 404)
+)
+async def reset_mfa(user_id: str, principal: AdminDep, svc: ServicesDep, info: InfoDep) -> Response:
+    """MFA reset: every factor, recovery code and remembered device goes; sessions end."""
+    await factors.reset_mfa(svc, principal, info, parse_id(user_id))
     return Response(status_code=204)
 
 

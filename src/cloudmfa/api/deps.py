@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from cloudmfa.errors import InvalidToken
+from cloudmfa.errors import InvalidToken, RateLimited
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.principal import Principal, authenticate
+from cloudmfa.flows.throttling import record_rate_limited
 from cloudmfa.services import Services
 
 
@@ -34,6 +35,15 @@ def _bearer_token(request: Request) -> str:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 InfoDep = Annotated[RequestInfo, Depends(get_request_info)]
+
+
+async def ip_throttle(svc: ServicesDep, info: InfoDep) -> None:
+    """The per-client-IP limit of API.md "Throttling" (on /auth/* and /accounts)."""
+    try:
+        await svc.ip_limiter.hit(info.ip or "unknown")
+    except RateLimited as exc:
+        await record_rate_limited(svc, info, None, exc)
+        raise
 
 
 async def get_principal_any(request: Request, svc: ServicesDep) -> Principal:

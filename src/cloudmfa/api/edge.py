@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send

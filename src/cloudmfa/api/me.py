@@ -104,7 +104,9 @@ async def list_sessions(principal: PrincipalDep, svc: ServicesDep) -> SessionLis
     )
 
 
-@router.delete("/sessions/{session_id}", status_code=204, responses=problem_responses(401, 403, 404))
+@router.delete(
+    "/sessions/{session_id}", status_code=204, responses=problem_responses(401, 403, 404)
+)
 async def revoke_session(
     session_id: str, principal: PrincipalDep, svc: ServicesDep, info: InfoDep
 ) -> Response:

@@ -38,12 +38,13 @@ class StrictModel(BaseModel):
 class TokenResponse(BaseModel):
     status: Literal["authenticated"] = "authenticated"
     access_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (a scheme name)
     expires_in: int
     refresh_token: str
     session_id: str
     mfa_enrollment_required: bool | None = None
     mfa_enrollment_deadline: datetime | None = None
+    device_token: str | None = None  # with "remember_device": true on /auth/verify
 
     @classmethod
     def of(cls, tokens: TokenSet, **extra: Any) -> TokenResponse:
@@ -84,6 +85,9 @@ def parse_id(value: str) -> str:
         raise NotFound("Not found.") from None
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def encode_cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
@@ -96,6 +100,15 @@ def decode_cursor(cursor: str, kind: type) -> Any:
         raise ValidationFailed("The cursor is not valid.") from None
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ValidationFailed("The cursor is not valid.")
+    # A forged cursor must not reach the database as a value it cannot bind: an integer beyond
+    # the 64-bit column range, or text with NUL or lone surrogates.
+    if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValidationFailed("The cursor is not valid.")
+    if isinstance(value, str):
+        try:
+            _clean_text(value)
+        except ValueError:
+            raise ValidationFailed("The cursor is not valid.") from None
     return value
 
 

@@ -11,6 +11,7 @@ from cloudmfa.flows.login import normalise_email
 from cloudmfa.flows.principal import Principal, require_recent_authentication
 from cloudmfa.flows.sessions import revoke_all_for_user
 from cloudmfa.services import Services
+from cloudmfa.store import devices as device_repo
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import AuditEvent, record
 from cloudmfa.store.users import DuplicateEmail, User
@@ -135,6 +136,7 @@ async def change_password(
         revoked = await revoke_all_for_user(
             conn, svc, user.id, reason="password_changed", except_session=principal.session_id
         )
+        forgotten = await device_repo.forget_all(conn, user.id)
         await record(
             conn,
             now,
@@ -144,6 +146,6 @@ async def change_password(
                 subject_id=user.id,
                 ip=info.ip,
                 user_agent=info.clipped_user_agent(),
-                details={"sessions_revoked": len(revoked)},
+                details={"sessions_revoked": len(revoked), "devices_forgotten": forgotten},
             ),
         )

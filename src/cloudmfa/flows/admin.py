@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloudmfa.errors import NotFound
+from cloudmfa.errors import Forbidden, NotFound
+from cloudmfa.factors.base import StoredFactor
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.principal import Principal
 from cloudmfa.flows.sessions import revoke_all_for_user
 from cloudmfa.services import Services
 from cloudmfa.store import audit as audit_repo
+from cloudmfa.store import factors as factor_repo
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import AuditEvent, record
 from cloudmfa.store.users import User
@@ -22,17 +24,21 @@ async def search_users(
         return await user_repo.search(conn, query=query, after_email=after_email, limit=limit)
 
 
-async def get_user(svc: Services, user_id: str) -> tuple[User, list[dict[str, Any]]]:
+async def get_user(svc: Services, user_id: str) -> tuple[User, list[StoredFactor]]:
     async with svc.engine.connect() as conn:
         user = await user_repo.get_by_id(conn, user_id)
         if user is None:
             raise NotFound("No such user.")
-        return user, await user_repo.list_factor_summaries(conn, user_id)
+        return user, await factor_repo.list_factors(conn, user_id)
 
 
 async def set_locked(
     svc: Services, admin: Principal, info: RequestInfo, user_id: str, *, locked: bool
 ) -> None:
+    if locked and user_id == admin.user.id:
+        # An administrator locking their own account would end their session mid-task and
+        # could leave the deployment with no administrator at all.
+        raise Forbidden("Administrators cannot lock their own account.")
     now = svc.clock.now()
     async with svc.engine.begin() as conn:
         user = await user_repo.get_by_id(conn, user_id)

@@ -1,18 +1,28 @@
 """The login journey (API.md "Login"): password first, then, when the account has one, a
-second factor. This module knows the order of the steps, not how any factor works."""
+second factor (``flows/mfa.py``). This module knows the order of the steps, not how any factor
+works: the factor registry says which factors the account offers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from cloudmfa.errors import AccountLocked, InvalidCredentials
+from cloudmfa.config import MfaPolicy
+from cloudmfa.errors import AccountLocked, InvalidCredentials, RateLimited
+from cloudmfa.flows import mfa, throttling
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.principal import enrollment_deadline, must_enroll
 from cloudmfa.flows.sessions import TokenSet, open_session
+from cloudmfa.security.tokens import hash_opaque_token
 from cloudmfa.services import Services
+from cloudmfa.store import devices as device_repo
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import AuditEvent, record
+from cloudmfa.store.users import User
+
+# amr of a session whose second factor was a remembered device (RFC 8176 `swk`): it counts as
+# multi-factor for sign-in, but never for step-up (the session is not `mfa_verified`).
+REMEMBERED_DEVICE_AMR = ["pwd", "swk", "mfa"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +36,43 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-async def login_with_password(svc: Services, info: RequestInfo, email: str, password: str) -> Authenticated:
+async def login_with_password(
+    svc: Services,
+    info: RequestInfo,
+    email: str,
+    password: str,
+    *,
+    device_token: str | None = None,
+) -> Authenticated | mfa.MfaRequired:
     email = normalise_email(email)
+    try:
+        await svc.throttle.reserve(email)
+    except RateLimited as exc:
+        async with svc.engine.connect() as conn:
+            known = await user_repo.get_by_email(conn, email)
+        await throttling.record_rate_limited(svc, info, known.id if known else None, exc)
+        raise
+    user = await _check_password(svc, info, email, password)
+    # A correct password is not a failure, but it does not clear earlier ones either:
+    # only a completed sign-in does (API.md "Throttling").
+    await svc.throttle.release(email)
+
+    async with svc.engine.connect() as conn:
+        options = await svc.factors.login_options(conn, user.id)
+    if options:
+        if device_token and await _remembered(svc, user.id, device_token):
+            result = await _open(
+                svc, info, user, REMEMBERED_DEVICE_AMR, active_factors=len(options)
+            )
+            await svc.throttle.reset(email)
+            return result
+        return await mfa.begin(svc, user_id=user.id, email=email, options=options)
+    result = await _open(svc, info, user, ["pwd"], active_factors=0)
+    await svc.throttle.reset(email)
+    return result
+
+
+async def _check_password(svc: Services, info: RequestInfo, email: str, password: str) -> User:
     async with svc.engine.connect() as conn:
         user = await user_repo.get_by_email(conn, email)
     if user is None:
@@ -43,16 +88,29 @@ async def login_with_password(svc: Services, info: RequestInfo, email: str, pass
         # Only told to someone who knows the password, so it reveals nothing to a guesser.
         await _record_failure(svc, info, user.id, "account_locked")
         raise AccountLocked("This account is locked; contact an administrator.")
+    if result.new_hash:
+        async with svc.engine.begin() as conn:
+            await user_repo.set_password_hash(conn, user.id, result.new_hash, svc.clock.now())
+    return user
 
+
+async def _remembered(svc: Services, user_id: str, device_token: str) -> bool:
+    if svc.settings.remember_device_days <= 0:
+        return False
+    async with svc.engine.begin() as conn:
+        device_id = await device_repo.use_device(
+            conn, user_id=user_id, token_hash=hash_opaque_token(device_token), now=svc.clock.now()
+        )
+    return device_id is not None
+
+
+async def _open(
+    svc: Services, info: RequestInfo, user: User, amr: list[str], *, active_factors: int
+) -> Authenticated:
     now = svc.clock.now()
     async with svc.engine.begin() as conn:
-        if result.new_hash:
-            await user_repo.set_password_hash(conn, user.id, result.new_hash, now)
-        active = await user_repo.count_active_factors(conn, user.id)
-        # The second-factor branch (mfa_required) arrives with the factor modules; until then
-        # every account here has no active factor and signs in with the password alone.
         tokens = await open_session(
-            conn, svc, user_id=user.id, info=info, amr=["pwd"], acr=None, mfa_verified=False, now=now
+            conn, svc, user_id=user.id, info=info, amr=amr, acr=None, mfa_verified=False, now=now
         )
         await record(
             conn,
@@ -63,19 +121,24 @@ async def login_with_password(svc: Services, info: RequestInfo, email: str, pass
                 subject_id=user.id,
                 ip=info.ip,
                 user_agent=info.clipped_user_agent(),
-                details={"amr": ["pwd"], "session_id": tokens.session_id},
+                details={"amr": amr, "session_id": tokens.session_id},
             ),
         )
-    enroll = must_enroll(svc, user, active, now)
-    deadline = enrollment_deadline(svc, user) if active == 0 and not enroll else None
+    if active_factors:
+        return Authenticated(tokens=tokens)
+    if svc.settings.mfa_policy is not MfaPolicy.REQUIRED:
+        return Authenticated(tokens=tokens)
+    enroll = must_enroll(svc, user, 0, now)
     return Authenticated(
         tokens=tokens,
         mfa_enrollment_required=enroll,
-        mfa_enrollment_deadline=deadline if svc.settings.mfa_policy == "required" else None,
+        mfa_enrollment_deadline=None if enroll else enrollment_deadline(svc, user),
     )
 
 
-async def _record_failure(svc: Services, info: RequestInfo, user_id: str | None, reason: str) -> None:
+async def _record_failure(
+    svc: Services, info: RequestInfo, user_id: str | None, reason: str
+) -> None:
     async with svc.engine.begin() as conn:
         await record(
             conn,

@@ -24,7 +24,7 @@ class TokenSet:
     expires_in: int
     refresh_token: str
     session_id: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 (a scheme name, not a secret)
 
 
 async def open_session(

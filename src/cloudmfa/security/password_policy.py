@@ -59,9 +59,7 @@ class PasswordPolicy:
         normalised = normalise(password)
         length = len(normalised)
         if length < self.min_length:
-            raise WeakPassword(
-                f"The password must be at least {self.min_length} characters long."
-            )
+            raise WeakPassword(f"The password must be at least {self.min_length} characters long.")
         if length > self.max_length:
             raise WeakPassword(f"The password must be at most {self.max_length} characters long.")
         if email:

@@ -20,6 +20,10 @@ class EphemeralStore(Protocol):
         """Add one to a counter and return it; the first increment starts its ``ttl_s`` life."""
         ...
 
+    async def decr_if_exists(self, key: str) -> None:
+        """Take one off a live counter (never creating one, never touching its expiry)."""
+        ...
+
     async def ttl(self, key: str) -> int:
         """Seconds until ``key`` expires; 0 when it does not exist."""
         ...
@@ -81,6 +85,12 @@ class MemoryStore:
             self._data[key] = (str(value), self._data[key][1])
             return value
 
+    async def decr_if_exists(self, key: str) -> None:
+        async with self._lock:
+            current = self._live(key)
+            if current is not None:
+                self._data[key] = (str(int(current) - 1), self._data[key][1])
+
     async def ttl(self, key: str) -> int:
         if self._live(key) is None:
             return 0
@@ -126,6 +136,11 @@ if value == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return value
 """
 
+_DECR_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return false
+"""
+
 
 class RedisStore:
     """Shared by every worker and replica that points at the same Redis."""
@@ -136,12 +151,16 @@ class RedisStore:
         )
         self._prefix = prefix
         self._incr = self._redis.register_script(_INCR_WITH_TTL)
+        self._decr = self._redis.register_script(_DECR_IF_EXISTS)
 
     def _k(self, key: str) -> str:
         return self._prefix + key
 
     async def incr(self, key: str, ttl_s: int) -> int:
         return int(await self._incr(keys=[self._k(key)], args=[ttl_s]))
+
+    async def decr_if_exists(self, key: str) -> None:
+        await self._decr(keys=[self._k(key)])
 
     async def ttl(self, key: str) -> int:
         remaining = int(await self._redis.ttl(self._k(key)))

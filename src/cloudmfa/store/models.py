@@ -124,9 +124,7 @@ refresh_tokens = Table(
     "refresh_tokens",
     metadata,
     Column("token_hash", String(64), primary_key=True),  # SHA-256 of a 256-bit random token
-    Column(
-        "session_id", String(36), ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("session_id", String(36), ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime, nullable=True),
     Index("ix_refresh_tokens_session_id", "session_id"),
@@ -159,4 +157,18 @@ signing_keys = Table(
     Column("public_jwk", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("retired_at", UTCDateTime, nullable=True),  # no longer signs; verifies until expiry
+)
+
+remembered_devices = Table(
+    "remembered_devices",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),  # SHA-256 of the token
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(512), nullable=True),
+    Index("ix_remembered_devices_user_id", "user_id"),
 )

@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudmfa.store.models import factors, users
+from cloudmfa.store.models import users
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,12 @@ async def get_by_email(conn: AsyncConnection, email: str) -> User | None:
     return _user(row) if row else None
 
 
+async def lock_for_update(conn: AsyncConnection, user_id: str) -> None:
+    """Serialise changes to one user's factors (PostgreSQL row lock; SQLite transactions are
+    already serialised by BEGIN IMMEDIATE)."""
+    await conn.execute(select(users.c.id).where(users.c.id == user_id).with_for_update())
+
+
 async def get_by_id(conn: AsyncConnection, user_id: str) -> User | None:
     row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
     return _user(row) if row else None
@@ -83,42 +89,21 @@ async def set_password_hash(
     )
 
 
-async def set_roles(conn: AsyncConnection, user_id: str, roles: tuple[str, ...], now: datetime) -> None:
+async def set_roles(
+    conn: AsyncConnection, user_id: str, roles: tuple[str, ...], now: datetime
+) -> None:
     await conn.execute(
         update(users).where(users.c.id == user_id).values(roles=list(roles), updated_at=now)
     )
 
 
-async def set_locked(conn: AsyncConnection, user_id: str, locked_at: datetime | None, now: datetime) -> bool:
+async def set_locked(
+    conn: AsyncConnection, user_id: str, locked_at: datetime | None, now: datetime
+) -> bool:
     result = await conn.execute(
         update(users).where(users.c.id == user_id).values(locked_at=locked_at, updated_at=now)
     )
     return bool(result.rowcount)
-
-
-async def count_active_factors(conn: AsyncConnection, user_id: str) -> int:
-    stmt = (
-        select(func.count())
-        .select_from(factors)
-        .where(factors.c.user_id == user_id, factors.c.status == "active")
-    )
-    return int((await conn.execute(stmt)).scalar_one())
-
-
-async def list_factor_summaries(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
-    stmt = (
-        select(
-            factors.c.id,
-            factors.c.type,
-            factors.c.label,
-            factors.c.status,
-            factors.c.created_at,
-            factors.c.last_used_at,
-        )
-        .where(factors.c.user_id == user_id)
-        .order_by(factors.c.created_at, factors.c.id)
-    )
-    return [dict(row._mapping) for row in await conn.execute(stmt)]
 
 
 async def search(
@@ -127,7 +112,9 @@ async def search(
     """Users ordered by email, keyset-paginated (``after_email`` is the last one seen)."""
     stmt = select(users).order_by(users.c.email).limit(limit)
     if query:
-        pattern = "%" + query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = (
+            "%" + query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
         stmt = stmt.where(
             or_(
                 users.c.email.like(pattern, escape="\\"),

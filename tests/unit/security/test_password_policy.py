@@ -228,8 +228,11 @@ def test_very_short_local_part_is_not_enforced() -> None:
         ("Zq9!xKw" * 20, None, WeakPassword),  # too long
         ("alice.w-Zq9!xKw-orbit", "alice.w@example.com", WeakPassword),  # local part
         ("LETMEIN12345", None, BreachedPassword),  # listed
-        ("\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44\uff11\uff12\uff13\uff14", None,
-         BreachedPassword),
+        (
+            "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44\uff11\uff12\uff13\uff14",
+            None,
+            BreachedPassword,
+        ),
     ],
 )
 def test_error_detail_never_contains_the_password(

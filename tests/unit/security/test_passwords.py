@@ -103,8 +103,13 @@ def test_other_argon2_variants_are_upgraded_to_argon2id(
     hashing: PasswordHashing, legacy_type: Type
 ) -> None:
     stored = hash_secret(
-        PASSWORD.encode(), b"sixteen-byte-slt", time_cost=1, memory_cost=8192,
-        parallelism=1, hash_len=32, type=legacy_type,
+        PASSWORD.encode(),
+        b"sixteen-byte-slt",
+        time_cost=1,
+        memory_cost=8192,
+        parallelism=1,
+        hash_len=32,
+        type=legacy_type,
     ).decode("ascii")
     result = hashing.verify_sync(stored, PASSWORD)
     assert result.ok and result.new_hash is not None
@@ -202,8 +207,8 @@ def _malformed(hashing: PasswordHashing) -> list[str]:
 
 def test_malformed_stored_hashes_fail_closed_without_raising(hashing: PasswordHashing) -> None:
     for stored in _malformed(hashing):
-        assert hashing.verify_sync(stored, PASSWORD) == VerifyResult(ok=False, new_hash=None), (
-            repr(stored[:30])
+        assert hashing.verify_sync(stored, PASSWORD) == VerifyResult(ok=False, new_hash=None), repr(
+            stored[:30]
         )
 
 

@@ -188,7 +188,7 @@ GOOD = base64.b64encode(b"\x01" * 32).decode()
         (f"bad.id:{GOOD}", "ID:BASE64"),
         (f"{'x' * 33}:{GOOD}", "ID:BASE64"),
         ("k1:not base64!!", "base64"),
-        ("k1:QUJD=", "base64"),
+        ("k1:QUJ", "base64"),  # bad padding
         (f"k1:{base64.b64encode(b'x' * 16).decode()}", "32 bytes"),
         (f"k1:{base64.b64encode(b'x' * 33).decode()}", "32 bytes"),
         ("k1:", "32 bytes"),

@@ -297,9 +297,7 @@ def test_expiry_is_judged_by_the_injected_clock_not_wall_time() -> None:
     ring = KeyRing(clock=clock, access_ttl_s=TTL_S)
     ring.load([generate_signing_key(clock.now())])
     tokens = AccessTokens(ring, clock=clock, issuer=ISSUER, audience=AUDIENCE, ttl_s=TTL_S)
-    token = tokens.issue(
-        user_id="u", session_id="s", auth_time=clock.now(), amr=["pwd"], acr=None
-    )
+    token = tokens.issue(user_id="u", session_id="s", auth_time=clock.now(), amr=["pwd"], acr=None)
     assert tokens.verify(token).sub == "u"
 
 

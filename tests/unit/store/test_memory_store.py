@@ -160,9 +160,7 @@ async def test_set_if_absent_succeeds_again_once_the_value_expired(
 
 
 async def test_concurrent_set_if_absent_has_exactly_one_winner(store: MemoryStore) -> None:
-    results = await asyncio.gather(
-        *(store.set_if_absent("once", str(i), 60) for i in range(20))
-    )
+    results = await asyncio.gather(*(store.set_if_absent("once", str(i), 60) for i in range(20)))
     assert results.count(True) == 1
     winner = results.index(True)
     assert await store.get("once") == str(winner)

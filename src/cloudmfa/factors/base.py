@@ -1,0 +1,128 @@
+"""The factor interface. A factor module enrols, activates, challenges and verifies one type of
+second factor and reports what it proved; flows never look inside a factor.
+
+Two shapes:
+- ``FactorModule``: factors stored as rows of their own (TOTP, SMS, email, WebAuthn);
+- ``VirtualFactor``: a factor made of something else the user holds (recovery codes), offered
+  at login under a fixed id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloudmfa.clock import Clock
+from cloudmfa.security.secretbox import SecretBox
+from cloudmfa.store.ephemeral import EphemeralStore
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFactor:
+    id: str
+    user_id: str
+    type: str
+    label: str | None
+    status: str  # pending | active
+    secret: bytes | None  # encrypted
+    data: dict[str, Any]
+    last_used_step: int | None
+    created_at: datetime
+    activated_at: datetime | None
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """What a successful verification proved, in RFC 8176 `amr` values."""
+
+    amr: tuple[str, ...]
+    phishing_resistant: bool = False  # acr `phr`
+    user_verified: bool = False  # a user-verified passkey counts as multi-factor on its own
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """A new pending factor: what to store, and what to show the user once."""
+
+    label: str | None
+    secret: bytes | None = None  # plaintext; the flow encrypts it before storing
+    data: dict[str, Any] = field(default_factory=dict)
+    response: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    status: int  # 200, or 202 when something was sent
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FactorOption:
+    """One entry of a login response's `factors` list."""
+
+    id: str
+    type: str
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    id: str
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class FactorEnv:
+    """What factor modules may use. Handed over by the flows; factors import no settings."""
+
+    clock: Clock
+    secretbox: SecretBox
+    store: EphemeralStore
+    issuer: str  # the name authenticator apps show
+
+
+class FactorModule(Protocol):
+    type: ClassVar[str]
+
+    async def enrol(
+        self, env: FactorEnv, *, user: UserRef, factor_id: str, params: dict[str, Any]
+    ) -> Enrolment: ...
+
+    async def activate(
+        self, conn: AsyncConnection, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]
+    ) -> None:
+        """Check the proof of possession (raise InvalidCode); the flow flips the status."""
+        ...
+
+    async def challenge(
+        self, conn: AsyncConnection, env: FactorEnv, factor: StoredFactor
+    ) -> Challenge: ...
+
+    async def verify(
+        self, conn: AsyncConnection, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]
+    ) -> Proof:
+        """Check a login proof and consume whatever makes it single use (raise InvalidCode)."""
+        ...
+
+    def describe(self, factor: StoredFactor) -> FactorOption: ...
+
+
+class VirtualFactor(Protocol):
+    type: ClassVar[str]
+    factor_id: ClassVar[str]
+
+    async def offered(self, conn: AsyncConnection, user_id: str) -> FactorOption | None: ...
+
+    async def verify(
+        self, conn: AsyncConnection, env: FactorEnv, user_id: str, proof: dict[str, Any]
+    ) -> Proof: ...
+
+
+def proof_code(proof: dict[str, Any]) -> str:
+    """The `code` of a proof, or an InvalidCode-worthy empty string."""
+    code = proof.get("code")
+    return code if isinstance(code, str) else ""

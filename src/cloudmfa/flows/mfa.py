@@ -1,0 +1,269 @@
+"""The second step of login (API.md "Login"): an mfa_token, a challenge, a verification.
+
+The mfa_token lives in the ephemeral store: 5 minutes, single use, bound to the user and to the
+factors offered at the password step. Attempts are counted before a code is checked, so parallel
+guesses can never exceed the limit, and the account-level throttle applies as well.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloudmfa.errors import InvalidCode, MfaTokenExpired, RateLimited
+from cloudmfa.factors.base import Challenge, FactorOption, Proof
+from cloudmfa.flows import throttling
+from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.sessions import TokenSet, open_session
+from cloudmfa.security.tokens import hash_opaque_token, new_opaque_token
+from cloudmfa.services import Services
+from cloudmfa.store import devices as device_repo
+from cloudmfa.store import factors as factor_repo
+from cloudmfa.store.audit import AuditEvent, record
+
+
+@dataclass(frozen=True, slots=True)
+class MfaRequired:
+    mfa_token: str
+    expires_in: int
+    factors: list[FactorOption]
+
+
+@dataclass(frozen=True, slots=True)
+class MfaVerified:
+    tokens: TokenSet
+    device_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    key: str
+    user_id: str
+    email: str
+    factors: dict[str, str]  # factor id → type, as offered at the password step
+
+
+def _token_key(token_hash: str) -> str:
+    return f"mfa:{token_hash}"
+
+
+def _tries_key(token_hash: str) -> str:
+    return f"mfa_tries:{token_hash}"
+
+
+async def begin(
+    svc: Services, *, user_id: str, email: str, options: list[FactorOption]
+) -> MfaRequired:
+    token, token_hash = new_opaque_token()
+    state = {"uid": user_id, "email": email, "factors": {o.id: o.type for o in options}}
+    ttl = svc.settings.mfa_token_ttl_s
+    await svc.store.set(_token_key(token_hash), json.dumps(state), ttl)
+    return MfaRequired(mfa_token=token, expires_in=ttl, factors=options)
+
+
+async def _load(svc: Services, mfa_token: str) -> _Attempt:
+    token_hash = hash_opaque_token(mfa_token)
+    raw = await svc.store.get(_token_key(token_hash))
+    if raw is None:
+        raise MfaTokenExpired("This sign-in attempt has expired; start again with the password.")
+    state = json.loads(raw)
+    return _Attempt(token_hash, state["uid"], state["email"], dict(state["factors"]))
+
+
+async def challenge(svc: Services, info: RequestInfo, mfa_token: str, factor_id: str) -> Challenge:
+    attempt = await _load(svc, mfa_token)
+    factor_type = attempt.factors.get(factor_id)
+    if factor_type is None:
+        raise InvalidCode("That factor was not offered for this sign-in.")
+    if factor_id in svc.factors.virtual:
+        return Challenge(status=200, body={})
+    module = svc.factors.module(factor_type)
+    async with svc.engine.begin() as conn:
+        factor = await factor_repo.get_factor(conn, factor_id, attempt.user_id)
+        if module is None or factor is None or factor.status != "active":
+            raise InvalidCode("That factor is no longer available.")
+        result = await module.challenge(conn, svc.factor_env, factor)
+        if result.status == 202:
+            await record(
+                conn,
+                svc.clock.now(),
+                AuditEvent(
+                    type="mfa.challenge_sent",
+                    actor_id=attempt.user_id,
+                    subject_id=attempt.user_id,
+                    ip=info.ip,
+                    user_agent=info.clipped_user_agent(),
+                    details={"factor_id": factor_id, "factor_type": factor_type},
+                ),
+            )
+    return result
+
+
+def session_amr(first: list[str], proof: Proof) -> list[str]:
+    """The session's amr (RFC 8176): each method once, and `mfa` when two distinct factors
+    were verified or a user-verified passkey was used."""
+    methods = list(dict.fromkeys([*first, *proof.amr]))
+    if len(methods) >= 2 or proof.user_verified:
+        methods.append("mfa")
+    return methods
+
+
+async def verify(
+    svc: Services,
+    info: RequestInfo,
+    *,
+    mfa_token: str,
+    factor_id: str,
+    proof: dict[str, Any],
+    remember_device: bool,
+) -> MfaVerified:
+    attempt = await _load(svc, mfa_token)
+    tries = await svc.store.incr(_tries_key(attempt.key), svc.settings.mfa_token_ttl_s)
+    if tries > svc.settings.mfa_max_attempts:
+        await svc.store.delete(_token_key(attempt.key))
+        raise MfaTokenExpired("Too many wrong codes; start again with the password.")
+    try:
+        await svc.throttle.reserve(attempt.email)
+    except RateLimited as exc:
+        await throttling.record_rate_limited(svc, info, attempt.user_id, exc)
+        raise
+    try:
+        result = await _verify_and_open_session(
+            svc, info, attempt, factor_id, proof, remember_device
+        )
+    except InvalidCode:
+        await _record_failure(svc, info, attempt, factor_id)
+        if tries >= svc.settings.mfa_max_attempts:
+            await svc.store.delete(_token_key(attempt.key))
+        raise
+    except MfaTokenExpired:
+        await svc.throttle.release(attempt.email)  # lost a race, not a wrong code
+        raise
+    await svc.throttle.reset(attempt.email)  # a completed sign-in
+    return result
+
+
+async def _verify_and_open_session(
+    svc: Services,
+    info: RequestInfo,
+    attempt: _Attempt,
+    factor_id: str,
+    payload: dict[str, Any],
+    remember_device: bool,
+) -> MfaVerified:
+    factor_type = attempt.factors.get(factor_id)
+    if factor_type is None:
+        raise InvalidCode("That factor was not offered for this sign-in.")
+    now = svc.clock.now()
+    async with svc.engine.begin() as conn:
+        proof = await _verify_factor(svc, conn, attempt.user_id, factor_id, factor_type, payload)
+        # The token is spent only now, inside the transaction: losing the race to a parallel
+        # verification rolls back whatever this one claimed.
+        if await svc.store.pop(_token_key(attempt.key)) is None:
+            raise MfaTokenExpired("This sign-in attempt has already been used.")
+        amr = session_amr(["pwd"], proof)
+        tokens = await open_session(
+            conn,
+            svc,
+            user_id=attempt.user_id,
+            info=info,
+            amr=amr,
+            acr="phr" if proof.phishing_resistant else None,
+            mfa_verified=True,
+            now=now,
+        )
+        device_token = None
+        if remember_device and svc.settings.remember_device_days > 0:
+            device_token = await _remember(conn, svc, info, attempt.user_id)
+        events = [
+            AuditEvent(
+                type="mfa.succeeded",
+                actor_id=attempt.user_id,
+                subject_id=attempt.user_id,
+                ip=info.ip,
+                user_agent=info.clipped_user_agent(),
+                details={"factor_id": factor_id, "factor_type": factor_type},
+            ),
+            AuditEvent(
+                type="login.succeeded",
+                actor_id=attempt.user_id,
+                subject_id=attempt.user_id,
+                ip=info.ip,
+                user_agent=info.clipped_user_agent(),
+                details={
+                    "amr": amr,
+                    "session_id": tokens.session_id,
+                    "remembered_device": device_token is not None,
+                },
+            ),
+        ]
+        if "rec" in proof.amr:
+            events.append(
+                AuditEvent(
+                    type="recovery_code.used",
+                    actor_id=attempt.user_id,
+                    subject_id=attempt.user_id,
+                    ip=info.ip,
+                    user_agent=info.clipped_user_agent(),
+                )
+            )
+        await record(conn, now, *events)
+    return MfaVerified(tokens=tokens, device_token=device_token)
+
+
+async def _verify_factor(
+    svc: Services,
+    conn: AsyncConnection,
+    user_id: str,
+    factor_id: str,
+    factor_type: str,
+    payload: dict[str, Any],
+) -> Proof:
+    virtual = svc.factors.virtual.get(factor_id)
+    if virtual is not None:
+        return await virtual.verify(conn, svc.factor_env, user_id, payload)
+    module = svc.factors.module(factor_type)
+    factor = await factor_repo.get_factor(conn, factor_id, user_id)
+    if module is None or factor is None or factor.status != "active":
+        raise InvalidCode("That factor is no longer available.")
+    return await module.verify(conn, svc.factor_env, factor, payload)
+
+
+async def _remember(conn: AsyncConnection, svc: Services, info: RequestInfo, user_id: str) -> str:
+    token, token_hash = new_opaque_token()
+    now = svc.clock.now()
+    await device_repo.insert_device(
+        conn,
+        device_id=str(uuid.uuid4()),
+        user_id=user_id,
+        token_hash=token_hash,
+        now=now,
+        expires_at=now + timedelta(days=svc.settings.remember_device_days),
+        ip=info.ip,
+        user_agent=info.clipped_user_agent(),
+    )
+    return token
+
+
+async def _record_failure(
+    svc: Services, info: RequestInfo, attempt: _Attempt, factor_id: str
+) -> None:
+    async with svc.engine.begin() as conn:
+        await record(
+            conn,
+            svc.clock.now(),
+            AuditEvent(
+                type="mfa.failed",
+                outcome="failure",
+                actor_id=attempt.user_id,
+                subject_id=attempt.user_id,
+                ip=info.ip,
+                user_agent=info.clipped_user_agent(),
+                details={"factor_id": factor_id, "factor_type": attempt.factors.get(factor_id)},
+            ),
+        )

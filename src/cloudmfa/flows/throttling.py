@@ -1,0 +1,32 @@
+"""Throttling as the flows see it: refusals are audited, once per account or address and window."""
+
+from __future__ import annotations
+
+from cloudmfa.errors import RateLimited
+from cloudmfa.flows.context import RequestInfo
+from cloudmfa.services import Services
+from cloudmfa.store.audit import AuditEvent, record
+
+
+async def record_rate_limited(
+    svc: Services, info: RequestInfo, user_id: str | None, exc: RateLimited
+) -> None:
+    """One `rate_limited` event per account (or address) and window, not one per refusal:
+    an attacker hammering the door must not fill the audit table."""
+    subject = user_id or info.ip or "unknown"
+    if not await svc.store.set_if_absent(f"rl_audit:{subject}", "1", exc.retry_after or 60):
+        return
+    async with svc.engine.begin() as conn:
+        await record(
+            conn,
+            svc.clock.now(),
+            AuditEvent(
+                type="rate_limited",
+                outcome="failure",
+                actor_id=user_id,
+                subject_id=user_id,
+                ip=info.ip,
+                user_agent=info.clipped_user_agent(),
+                details={"retry_after": exc.retry_after},
+            ),
+        )

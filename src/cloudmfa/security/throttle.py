@@ -1,0 +1,78 @@
+"""Throttling (API.md "Throttling"): consecutive failures per account, requests per client IP.
+
+Both live in the ephemeral store (Redis when configured), so every worker and replica shares
+them. The account counter reserves an attempt *before* the password or code is checked and
+gives it back only when the check succeeds: however many wrong guesses arrive in parallel, no
+more than the limit are ever evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from cloudmfa.errors import RateLimited
+from cloudmfa.store.ephemeral import EphemeralStore
+
+
+def account_key(email: str) -> str:
+    # Keyed by the normalised email, so unknown addresses are throttled exactly like real
+    # accounts and a 429 reveals nothing about which exist.
+    return "acct_fail:" + hashlib.sha256(email.encode("utf-8")).hexdigest()
+
+
+class AccountThrottle:
+    def __init__(self, store: EphemeralStore, *, max_failures: int, window_s: int) -> None:
+        self._store = store
+        self.max_failures = max_failures
+        self.window_s = window_s
+
+    async def reserve(self, email: str) -> None:
+        """Count an attempt in advance; raise RateLimited when the account is at its limit."""
+        key = account_key(email)
+        count = await self._store.incr(key, self.window_s)
+        if count > self.max_failures:
+            await self._store.decr_if_exists(key)  # a refused attempt is not a failure
+            raise RateLimited(
+                "Too many failed attempts for this account; try again later.",
+                retry_after=await self._store.ttl(key) or self.window_s,
+            )
+
+    async def release(self, email: str) -> None:
+        """The reserved attempt succeeded (a correct password): it is not a failure."""
+        await self._store.decr_if_exists(account_key(email))
+
+    async def reset(self, email: str) -> None:
+        """A completed sign-in clears the count."""
+        await self._store.delete(account_key(email))
+
+
+class IpRateLimiter:
+    """Requests per client IP on the authentication endpoints, with the `limits` library."""
+
+    def __init__(self, limit: str, *, redis_url: str | None, prefix: str) -> None:
+        self.item: RateLimitItem = parse(limit)
+        storage: Storage
+        if redis_url:
+            storage = RedisStorage(
+                "async+" + redis_url, implementation="redispy", key_prefix=prefix + "ip"
+            )
+        else:
+            storage = MemoryStorage()
+        # A moving window is exact (never more than the limit in any 60 s), unlike a
+        # sliding-window counter, which lets up to twice the rate through at a boundary. It
+        # keeps one entry per request, so its cost grows with the limit, not with traffic.
+        self._limiter = MovingWindowRateLimiter(storage)
+
+    async def hit(self, ip: str) -> None:
+        if await self._limiter.hit(self.item, ip):
+            return
+        stats = await self._limiter.get_window_stats(self.item, ip)
+        raise RateLimited(
+            "Too many requests from this address; slow down.",
+            retry_after=max(1, int(stats.reset_time - time.time()) + 1),
+        )

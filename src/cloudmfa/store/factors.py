@@ -1,0 +1,148 @@
+"""Second factors as stored rows. Secrets arrive here already encrypted (secretbox)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloudmfa.factors.base import StoredFactor
+from cloudmfa.store.models import factors
+
+
+def _factor(row: Any) -> StoredFactor:
+    return StoredFactor(
+        id=row.id,
+        user_id=row.user_id,
+        type=row.type,
+        label=row.label,
+        status=row.status,
+        secret=bytes(row.secret) if row.secret is not None else None,
+        data=dict(row.data or {}),
+        last_used_step=row.last_used_step,
+        created_at=row.created_at,
+        activated_at=row.activated_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+async def insert_factor(conn: AsyncConnection, factor: StoredFactor) -> None:
+    await conn.execute(
+        insert(factors).values(
+            id=factor.id,
+            user_id=factor.user_id,
+            type=factor.type,
+            label=factor.label,
+            status=factor.status,
+            secret=factor.secret,
+            data=factor.data,
+            last_used_step=factor.last_used_step,
+            created_at=factor.created_at,
+        )
+    )
+
+
+async def get_factor(conn: AsyncConnection, factor_id: str, user_id: str) -> StoredFactor | None:
+    stmt = select(factors).where(factors.c.id == factor_id, factors.c.user_id == user_id)
+    row = (await conn.execute(stmt)).first()
+    return _factor(row) if row else None
+
+
+async def list_factors(
+    conn: AsyncConnection,
+    user_id: str,
+    *,
+    types: Iterable[str] | None = None,
+    active_only: bool = False,
+) -> list[StoredFactor]:
+    stmt = select(factors).where(factors.c.user_id == user_id)
+    if types is not None:
+        stmt = stmt.where(factors.c.type.in_(list(types)))
+    if active_only:
+        stmt = stmt.where(factors.c.status == "active")
+    stmt = stmt.order_by(factors.c.created_at, factors.c.id)
+    return [_factor(row) for row in await conn.execute(stmt)]
+
+
+async def count_active(conn: AsyncConnection, user_id: str, types: Iterable[str]) -> int:
+    stmt = (
+        select(func.count())
+        .select_from(factors)
+        .where(
+            factors.c.user_id == user_id,
+            factors.c.status == "active",
+            factors.c.type.in_(list(types)),
+        )
+    )
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def count_all(conn: AsyncConnection, user_id: str) -> int:
+    stmt = select(func.count()).select_from(factors).where(factors.c.user_id == user_id)
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def activate(conn: AsyncConnection, factor_id: str, now: datetime) -> bool:
+    """pending → active, once: a second concurrent activation finds nothing to change."""
+    stmt = (
+        update(factors)
+        .where(factors.c.id == factor_id, factors.c.status == "pending")
+        .values(status="active", activated_at=now, last_used_at=now)
+        .returning(factors.c.id)
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def claim_time_step(conn: AsyncConnection, factor_id: str, step: int, now: datetime) -> bool:
+    """Record a TOTP time step as used, only if it is later than every step used before.
+
+    One conditional UPDATE: of two concurrent requests with the same code exactly one finds
+    the row still matching (RFC 6238 §5.2: a code is accepted at most once).
+    """
+    stmt = (
+        update(factors)
+        .where(
+            factors.c.id == factor_id,
+            or_(factors.c.last_used_step.is_(None), factors.c.last_used_step < step),
+        )
+        .values(last_used_step=step, last_used_at=now)
+        .returning(factors.c.id)
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def mark_used(conn: AsyncConnection, factor_id: str, now: datetime) -> None:
+    await conn.execute(update(factors).where(factors.c.id == factor_id).values(last_used_at=now))
+
+
+async def delete_factor(conn: AsyncConnection, factor_id: str, user_id: str) -> bool:
+    stmt = delete(factors).where(factors.c.id == factor_id, factors.c.user_id == user_id)
+    return bool((await conn.execute(stmt)).rowcount)
+
+
+async def delete_all(conn: AsyncConnection, user_id: str) -> int:
+    return int((await conn.execute(delete(factors).where(factors.c.user_id == user_id))).rowcount)
+
+
+async def secrets_after(
+    conn: AsyncConnection, after_id: str, limit: int
+) -> list[tuple[str, bytes]]:
+    """(id, encrypted secret) of factors with a secret, in id order, for re-encryption."""
+    stmt = (
+        select(factors.c.id, factors.c.secret)
+        .where(and_(factors.c.secret.is_not(None), factors.c.id > after_id))
+        .order_by(factors.c.id)
+        .limit(limit)
+    )
+    return [(row.id, bytes(row.secret)) for row in await conn.execute(stmt)]
+
+
+async def replace_secret(conn: AsyncConnection, factor_id: str, old: bytes, new: bytes) -> bool:
+    """Swap a secret's ciphertext, unless someone changed it meanwhile."""
+    stmt = (
+        update(factors).where(factors.c.id == factor_id, factors.c.secret == old).values(secret=new)
+    )
+    return bool((await conn.execute(stmt)).rowcount)
