@@ -1,0 +1,544 @@
+"""`make bench`: measure the login paths of a running `cloudmfa serve --workers 2` against their
+ceilings, side by side on this machine, and write the results under bench/results/.
+
+(a) the password step of login            vs (d) argon2id hashes/s on both cores
+(b) the TOTP verify step alone            vs (e) a bare asyncpg UPDATE … RETURNING endpoint
+(c) the full two-step login
+
+Each of (a)–(c) runs on SQLite and on PostgreSQL, both with Redis (two workers need it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pyotp
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.loadgen import LoadResult, Send, run_load, run_scenario  # noqa: E402
+from cloudmfa.config import Settings  # noqa: E402
+from cloudmfa.factors.base import (
+    FactorOption,  # noqa: E402
+    StoredFactor,  # noqa: E402
+)
+from cloudmfa.flows import mfa  # noqa: E402
+from cloudmfa.security.passwords import PasswordHashing  # noqa: E402
+from cloudmfa.services import Services  # noqa: E402
+from cloudmfa.store import factors as factor_repo  # noqa: E402
+from cloudmfa.store import users as user_repo  # noqa: E402
+from cloudmfa.store.users import User  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_DSN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
+PASSWORD = "bench-plum-orbit-velvet-canyon-42"
+User4 = tuple[str, str, str, str]  # user id, email, TOTP factor id, TOTP secret
+SECRET_KEYS = "bench:" + "QkVOQ0hCRU5DSEJFTkNIQkVOQ0hCRU5DSEJFTkNIQkU="
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory": mem,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+# --- (d) the argon2id ceiling --------------------------------------------------------------
+
+
+def _hash_for(seconds: float, params: dict[str, int], out: Any) -> None:
+    hashing = PasswordHashing(**params)
+    stored = hashing.hash_sync(PASSWORD)
+    count, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        hashing.verify_sync(stored, PASSWORD)
+        count += 1
+    out.put(count)
+
+
+def argon2_ceiling(seconds: float, settings: Settings) -> dict[str, float]:
+    """Verifications per second with the service's parameters, one process per core."""
+    params = {
+        "time_cost": settings.argon2_time_cost,
+        "memory_kib": settings.argon2_memory_kib,
+        "parallelism": settings.argon2_parallelism,
+    }
+    cores = os.cpu_count() or 1
+    queue: Any = multiprocessing.Queue()
+    procs = [
+        multiprocessing.Process(target=_hash_for, args=(seconds, params, queue))
+        for _ in range(cores)
+    ]
+    for p in procs:
+        p.start()
+    total = sum(queue.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return {"rate": total / seconds, "single_hash_ms": 1000 * seconds * cores / total}
+
+
+# --- provisioning ---------------------------------------------------------------------------
+
+
+async def provision(settings: Settings, count: int) -> list[User4]:
+    """`count` users with an active TOTP factor, written straight through the stores (one
+    password hash computed once: hashing each would only measure provisioning)."""
+    svc = Services.build(settings)
+    await svc.start(migrate=True)
+    password_hash = await svc.hashing.hash(PASSWORD)
+    now = svc.clock.now()
+    users: list[User4] = []
+    batch = 500
+    try:
+        for start in range(0, count, batch):
+            async with svc.engine.begin() as conn:
+                for i in range(start, min(count, start + batch)):
+                    user_id, factor_id = str(uuid.uuid4()), str(uuid.uuid4())
+                    email = f"bench-{i}-{secrets.token_hex(3)}@example.com"
+                    secret = pyotp.random_base32(32)
+                    await user_repo.insert_user(
+                        conn, User(user_id, email, None, password_hash, (), None, now)
+                    )
+                    await factor_repo.insert_factor(
+                        conn,
+                        StoredFactor(
+                            id=factor_id,
+                            user_id=user_id,
+                            type="totp",
+                            label="bench",
+                            status="active",
+                            secret=svc.secretbox.encrypt(secret.encode(), context=factor_id),
+                            data={"algorithm": "SHA1", "digits": 6, "period": 30},
+                            last_used_step=None,
+                            created_at=now,
+                            activated_at=now,
+                            last_used_at=None,
+                        ),
+                    )
+                    users.append((user_id, email, factor_id, secret))
+    finally:
+        await svc.close()
+    return users
+
+
+async def prepare_mfa_tokens(settings: Settings, users: list[User4]) -> list[str]:
+    """mfa_tokens as the password step would leave them, written into the shared Redis."""
+    svc = Services.build(settings)
+    try:
+        tokens = []
+        for user_id, email, factor_id, _ in users:
+            started = await mfa.begin(
+                svc,
+                user_id=user_id,
+                email=email,
+                options=[FactorOption(id=factor_id, type="totp", label="bench")],
+            )
+            tokens.append(started.mfa_token)
+        return tokens
+    finally:
+        await svc.close()
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, ready_path: str) -> None:
+        self.argv, self.env, self.port, self.ready_path = argv, env, port, ready_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.NamedTemporaryFile(
+            prefix="cloudmfa-bench-", suffix=".log", delete=False
+        )
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=self.env.get("BENCH_CWD"),
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early; see {self.log.name}")
+            try:
+                if (
+                    httpx.get(
+                        f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=1
+                    ).status_code
+                    == 200
+                ):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server did not become ready; see {self.log.name}")
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def service_env(database_url: str, prefix: str, workdir: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDMFA_")}
+    env.update(
+        {
+            "CLOUDMFA_DATABASE_URL": database_url,
+            "CLOUDMFA_REDIS_URL": REDIS_URL,
+            "CLOUDMFA_REDIS_KEY_PREFIX": prefix,
+            "CLOUDMFA_SECRET_KEYS": SECRET_KEYS,
+            "CLOUDMFA_MFA_POLICY": "optional",
+            # The benchmark is one client address; the per-IP limit is still evaluated.
+            "CLOUDMFA_IP_RATE_LIMIT": "100000000/minute",
+            "CLOUDMFA_LOG_LEVEL": "warning",
+            "CLOUDMFA_DATA_DIR": workdir,
+            "BENCH_CWD": workdir,
+        }
+    )
+    return env
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    values = {k[len("CLOUDMFA_") :].lower(): v for k, v in env.items() if k.startswith("CLOUDMFA_")}
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+# --- the measured scenarios -----------------------------------------------------------------
+
+
+def summarise(result: LoadResult) -> dict[str, Any]:
+    return {
+        "requests": result.count,
+        "seconds": round(result.elapsed_s, 3),
+        "rate": round(result.rate, 1),
+        "p50_ms": round(1000 * result.percentile(50), 2),
+        "p99_ms": round(1000 * result.percentile(99), 2),
+        "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
+    }
+
+
+async def measure_password_step(
+    port: int, pool: list[User4], args: argparse.Namespace
+) -> LoadResult:
+    bodies = [json.dumps({"email": u[1], "password": PASSWORD}).encode() for u in pool]
+    return await run_load(
+        host="127.0.0.1",
+        port=port,
+        make_request=lambda i: ("POST", "/api/v1/auth/login", bodies[i % len(bodies)]),
+        duration_s=args.duration,
+        concurrency=args.concurrency,
+    )
+
+
+async def measure_totp_verify(
+    port: int, pool: list[User4], settings: Settings, args: argparse.Namespace
+) -> LoadResult:
+    """Each request spends a different user's mfa_token, so replay protection never bites."""
+    tokens = await prepare_mfa_tokens(settings, pool)
+    totps = [pyotp.TOTP(u[3]) for u in pool]
+
+    def verify_request(i: int) -> tuple[str, str, bytes]:
+        body = {"mfa_token": tokens[i], "factor_id": pool[i][2], "code": totps[i].now()}
+        return "POST", "/api/v1/auth/verify", json.dumps(body).encode()
+
+    return await run_load(
+        host="127.0.0.1",
+        port=port,
+        make_request=verify_request,
+        total=len(tokens),
+        concurrency=args.concurrency,
+    )
+
+
+async def measure_full_login(port: int, pool: list[User4], args: argparse.Namespace) -> LoadResult:
+    async def full_login(i: int, send: Send) -> None:
+        user = pool[i % len(pool)]
+        login = json.dumps({"email": user[1], "password": PASSWORD}).encode()
+        status, body = await send("POST", "/api/v1/auth/login", login)
+        if status != 200:
+            return
+        verify = {
+            "mfa_token": json.loads(body)["mfa_token"],
+            "factor_id": user[2],
+            "code": pyotp.TOTP(user[3]).now(),
+        }
+        await send("POST", "/api/v1/auth/verify", json.dumps(verify).encode())
+
+    return await run_scenario(
+        host="127.0.0.1",
+        port=port,
+        scenario=full_login,
+        duration_s=args.duration,
+        concurrency=args.concurrency,
+    )
+
+
+async def measure_backend(
+    name: str, database_url: str, workdir: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    prefix = f"bench-{secrets.token_hex(4)}:"
+    env = service_env(database_url, prefix, workdir)
+    settings = settings_from(env)
+    log(f"[{name}] provisioning {3 * args.users} users with TOTP")
+    users = await provision(settings, 3 * args.users)
+    pool_a, pool_b, pool_c = (
+        users[: args.users],
+        users[args.users : 2 * args.users],
+        users[2 * args.users :],
+    )
+    port = free_port()
+    cloudmfa = str(Path(sys.executable).with_name("cloudmfa"))
+    argv = [cloudmfa, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    out: dict[str, Any] = {}
+    with Server(argv, env, port, "/readyz"):
+        if "a" in args.only:
+            log(f"[{name}] (a) password step, {args.duration}s at {args.concurrency} clients")
+            out["a_password_step"] = summarise(await measure_password_step(port, pool_a, args))
+        if "b" in args.only:
+            log(f"[{name}] (b) TOTP verify step, {len(pool_b)} prepared mfa_tokens")
+            out["b_totp_verify"] = summarise(
+                await measure_totp_verify(port, pool_b, settings, args)
+            )
+        if "c" in args.only:
+            log(f"[{name}] (c) full two-step login, {args.duration}s at {args.concurrency} clients")
+            out["c_full_login"] = summarise(await measure_full_login(port, pool_c, args))
+    return out
+
+
+async def measure_lean_ceiling(database_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """(e): the bare UPDATE … RETURNING endpoint on the same stack and worker count; (e0): the
+    same without the framework."""
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE bench_steps (id int PRIMARY KEY, step bigint NOT NULL)")
+        await conn.execute(
+            "INSERT INTO bench_steps SELECT g, 0 FROM generate_series(0, $1) g", args.users
+        )
+    finally:
+        await conn.close()
+    env = {**os.environ, "BENCH_PG_DSN": dsn, "PYTHONPATH": str(ROOT)}
+    bodies = [json.dumps({"id": i}).encode() for i in range(args.users)]
+    out: dict[str, Any] = {}
+    for key, target in (
+        ("framework", "bench.lean_app:app"),
+        ("bare_asgi", "bench.lean_app:raw_app"),
+    ):
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        with Server(argv, env, port, "/"):
+            log(f"[postgres] (e) lean UPDATE … RETURNING ceiling ({key}), {args.duration}s")
+            out[key] = summarise(
+                await run_load(
+                    host="127.0.0.1",
+                    port=port,
+                    make_request=lambda i: ("POST", "/step", bodies[i % len(bodies)]),
+                    duration_s=args.duration,
+                    concurrency=args.concurrency,
+                )
+            )
+    return {**out["framework"], "bare_asgi": out["bare_asgi"]}
+
+
+async def create_pg_database() -> tuple[str, str]:
+    name = "cloudmfa_bench_" + secrets.token_hex(4)
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name, PG_ADMIN_DSN.rsplit("/", 1)[0].replace(
+        "postgresql://", "postgresql+asyncpg://"
+    ) + "/" + name
+
+
+async def drop_pg_database(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def ratio(part: float, whole: float) -> float:
+    return round(100 * part / whole, 1) if whole else float("nan")
+
+
+def table(results: dict[str, Any]) -> str:
+    d = results.get("d_argon2_ceiling", {}).get("rate", 0.0)
+    e = results.get("e_lean_ceiling", {}).get("rate", 0.0)
+    names = {
+        "a_password_step": ("(a) password step", d, "(d)"),
+        "b_totp_verify": ("(b) TOTP verify step", e, "(e)"),
+        "c_full_login": ("(c) full two-step login", 0.0, ""),
+    }
+    lines = [
+        f"cloudmfa benchmark, {results['started_at']}, {results['machine']['cpus']} cores "
+        f"({results['machine']['cpu_model']}), {results['concurrency']} concurrent clients",
+        "",
+        "| backend | measurement | req/s | p50 ms | p99 ms | of ceiling |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for backend, runs in results["backends"].items():
+        for key, run in runs.items():
+            label, ceiling, ceiling_name = names[key]
+            share = f"{ratio(run['rate'], ceiling)} % of {ceiling_name}" if ceiling else ""
+            lines.append(
+                f"| {backend} | {label} | {run['rate']} | {run['p50_ms']} | {run['p99_ms']} "
+                f"| {share} |"
+            )
+    if "d_argon2_ceiling" in results:
+        dd = results["d_argon2_ceiling"]
+        lines.append(
+            f"| — | (d) argon2id verifications/s, all cores | {round(dd['rate'], 1)} | "
+            f"{round(dd['single_hash_ms'], 1)} (one hash) | | |"
+        )
+    if "e_lean_ceiling" in results:
+        ee = results["e_lean_ceiling"]
+        e0 = ee["bare_asgi"]
+        lines.append(
+            f"| postgres | (e) asyncpg UPDATE … RETURNING, FastAPI endpoint | {ee['rate']} | "
+            f"{ee['p50_ms']} | {ee['p99_ms']} | |"
+        )
+        lines.append(
+            f"| postgres | (e0) the same as a bare ASGI callable | {e0['rate']} | {e0['p50_ms']} | "
+            f"{e0['p99_ms']} | |"
+        )
+    lines.append("")
+    lines.append(
+        "Statuses: "
+        + "; ".join(
+            f"{backend} {key}: {run['statuses']}"
+            for backend, runs in results["backends"].items()
+            for key, run in runs.items()
+        )
+    )
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "users_per_pool": args.users,
+        "backends": {},
+    }
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    if "d" in args.only:
+        log(f"(d) argon2id ceiling, {args.duration}s on every core")
+        results["d_argon2_ceiling"] = argon2_ceiling(args.duration, defaults)
+    workdir = tempfile.mkdtemp(prefix="cloudmfa-bench-")
+    pg_name, pg_url = await create_pg_database()
+    try:
+        if "sqlite" in args.backends:
+            results["backends"]["sqlite+redis"] = await measure_backend(
+                "sqlite", f"sqlite+aiosqlite:///{workdir}/bench.db", workdir, args
+            )
+        if "postgres" in args.backends:
+            results["backends"]["postgres+redis"] = await measure_backend(
+                "postgres", pg_url, workdir, args
+            )
+        if "e" in args.only:
+            results["e_lean_ceiling"] = await measure_lean_ceiling(pg_url, args)
+    finally:
+        await drop_pg_database(pg_name)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--users", type=int, default=6000, help="users per pool (three pools)")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--only", default="abcde", help="measurements to run (letters a-e)")
+    args = parser.parse_args()
+    uvloop.install()
+    results = asyncio.run(main_async(args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = results["started_at"].replace(":", "").replace("-", "")
+    (out / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = table(results)
+    (out / f"{stamp}.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
