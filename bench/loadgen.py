@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+CONNECT_SPACING_S = 0.02
 RequestFactory = Callable[[int], tuple[str, str, bytes]]  # index → (method, path, json body)
 
 
@@ -80,7 +81,10 @@ async def run_scenario(
     started = time.perf_counter()
     deadline = started + duration_s if duration_s is not None else float("inf")
 
-    async def worker() -> None:
+    async def worker(nth: int) -> None:
+        # Connections are opened a little apart: a burst of simultaneous connects is all
+        # accepted by whichever server worker wakes first, and stays there (keep-alive).
+        await asyncio.sleep(nth * CONNECT_SPACING_S)
         reader, writer = await asyncio.open_connection(host, port)
 
         async def send(method: str, path: str, body: bytes) -> tuple[int, bytes]:
@@ -100,7 +104,7 @@ async def run_scenario(
         finally:
             writer.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(nth) for nth in range(concurrency)))
     result.elapsed_s = time.perf_counter() - started
     return result
 

@@ -287,6 +287,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "use PostgreSQL for more than one worker",
             file=sys.stderr,
         )
+    if workers > 1 and settings.hash_threads is None:
+        # Each worker hashes on its share of the cores (measured in bench/: more hashes in
+        # flight than cores is slower, argon2 being memory-hard).
+        os.environ["CLOUDMFA_HASH_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     trusted = settings.trusted_proxies.strip()
     uvicorn.run(
         "cloudmfa.app:create_app_from_env",

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_key_prefix: str = "cloudmfa:"
     auto_migrate: bool = True
+    db_pool_size: int = Field(default=20, ge=1, le=500)  # connections per worker process
     data_dir: str = "./var"
 
     # Identity of this deployment
@@ -49,6 +50,8 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19456, ge=8192)
     argon2_parallelism: int = Field(default=1, ge=1)
+    # Hashes computed at once per process; unset: the cores, shared out among `serve` workers.
+    hash_threads: int | None = Field(default=None, ge=1, le=256)
 
     # Second factors
     secret_keys: str | None = None  # "id:base64key,..." the first encrypts; unset: ./var key file

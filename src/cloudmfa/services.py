@@ -60,12 +60,13 @@ class Services:
         return cls(
             settings=settings,
             clock=clock,
-            engine=create_engine(settings.database_url),
+            engine=create_engine(settings.database_url, pool_size=settings.db_pool_size),
             store=store,
             hashing=PasswordHashing(
                 time_cost=settings.argon2_time_cost,
                 memory_kib=settings.argon2_memory_kib,
                 parallelism=settings.argon2_parallelism,
+                threads=settings.hash_threads,
             ),
             policy=PasswordPolicy(
                 min_length=settings.effective_password_min_length,

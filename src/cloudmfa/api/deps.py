@@ -13,12 +13,14 @@ from cloudmfa.flows.throttling import record_rate_limited
 from cloudmfa.services import Services
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are `async def` even where they do not await: FastAPI runs a plain `def`
+# dependency in a worker thread, and that hand-off costs more than the work itself.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_request_info(request: Request) -> RequestInfo:
+async def get_request_info(request: Request) -> RequestInfo:
     return RequestInfo(
         ip=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),

@@ -66,13 +66,32 @@ async def begin(
     return MfaRequired(mfa_token=token, expires_in=ttl, factors=options)
 
 
+def _expired() -> MfaTokenExpired:
+    return MfaTokenExpired("This sign-in attempt has expired; start again with the password.")
+
+
+def _attempt(token_hash: str, raw: str) -> _Attempt:
+    state = json.loads(raw)
+    return _Attempt(token_hash, state["uid"], state["email"], dict(state["factors"]))
+
+
 async def _load(svc: Services, mfa_token: str) -> _Attempt:
     token_hash = hash_opaque_token(mfa_token)
     raw = await svc.store.get(_token_key(token_hash))
     if raw is None:
-        raise MfaTokenExpired("This sign-in attempt has expired; start again with the password.")
-    state = json.loads(raw)
-    return _Attempt(token_hash, state["uid"], state["email"], dict(state["factors"]))
+        raise _expired()
+    return _attempt(token_hash, raw)
+
+
+async def _load_and_count_try(svc: Services, mfa_token: str) -> tuple[_Attempt, int]:
+    """The attempt and, counted in the same step, which try at it this is."""
+    token_hash = hash_opaque_token(mfa_token)
+    raw, tries = await svc.store.get_and_count(
+        _token_key(token_hash), _tries_key(token_hash), svc.settings.mfa_token_ttl_s
+    )
+    if raw is None:
+        raise _expired()
+    return _attempt(token_hash, raw), tries
 
 
 async def challenge(svc: Services, info: RequestInfo, mfa_token: str, factor_id: str) -> Challenge:
@@ -122,8 +141,7 @@ async def verify(
     proof: dict[str, Any],
     remember_device: bool,
 ) -> MfaVerified:
-    attempt = await _load(svc, mfa_token)
-    tries = await svc.store.incr(_tries_key(attempt.key), svc.settings.mfa_token_ttl_s)
+    attempt, tries = await _load_and_count_try(svc, mfa_token)
     if tries > svc.settings.mfa_max_attempts:
         await svc.store.delete(_token_key(attempt.key))
         raise MfaTokenExpired("Too many wrong codes; start again with the password.")
@@ -144,7 +162,6 @@ async def verify(
     except MfaTokenExpired:
         await svc.throttle.release(attempt.email)  # lost a race, not a wrong code
         raise
-    await svc.throttle.reset(attempt.email)  # a completed sign-in
     return result
 
 
@@ -163,8 +180,12 @@ async def _verify_and_open_session(
     async with svc.engine.begin() as conn:
         proof = await _verify_factor(svc, conn, attempt.user_id, factor_id, factor_type, payload)
         # The token is spent only now, inside the transaction: losing the race to a parallel
-        # verification rolls back whatever this one claimed.
-        if await svc.store.pop(_token_key(attempt.key)) is None:
+        # verification rolls back whatever this one claimed. Spending it completes the
+        # sign-in, which clears the account's failure count in the same round trip.
+        spent = await svc.store.pop_and_delete(
+            _token_key(attempt.key), svc.throttle.key_for(attempt.email)
+        )
+        if spent is None:
             raise MfaTokenExpired("This sign-in attempt has already been used.")
         amr = session_amr(["pwd"], proof)
         tokens = await open_session(

@@ -7,14 +7,19 @@ argon2-cffi and bcrypt release the GIL while they work.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import unicodedata
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import bcrypt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+T = TypeVar("T")
 _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 _BCRYPT_MAX_BYTES = 72  # bcrypt only ever looked at this much of a password
 
@@ -31,7 +36,15 @@ class VerifyResult:
 
 
 class PasswordHashing:
-    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int) -> None:
+    def __init__(
+        self, *, time_cost: int, memory_kib: int, parallelism: int, threads: int | None = None
+    ) -> None:
+        # Hashes run on a pool of their own, sized to the cores: argon2 is memory-hard, and
+        # more hashes in flight than cores only makes them evict each other from the caches
+        # (and leaves the default pool, which the event loop's other work uses, starved).
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads or os.cpu_count() or 1, thread_name_prefix="argon2"
+        )
         self._hasher = PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
@@ -45,7 +58,7 @@ class PasswordHashing:
         return self._hasher.hash(normalise(password))
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self.hash_sync, password)
+        return await self._run(self.hash_sync, password)
 
     def verify_sync(self, stored_hash: str, password: str) -> VerifyResult:
         raw = password
@@ -78,8 +91,11 @@ class PasswordHashing:
         return VerifyResult(ok=True, new_hash=self._hasher.hash(password))
 
     async def verify(self, stored_hash: str, password: str) -> VerifyResult:
-        return await asyncio.to_thread(self.verify_sync, stored_hash, password)
+        return await self._run(self.verify_sync, stored_hash, password)
 
     async def verify_dummy(self, password: str) -> None:
         """Spend the time of one verification, for an account that does not exist."""
-        await asyncio.to_thread(self.verify_sync, self._dummy_hash, password)
+        await self._run(self.verify_sync, self._dummy_hash, password)
+
+    async def _run(self, fn: Callable[..., T], *args: str) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

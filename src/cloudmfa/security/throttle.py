@@ -46,6 +46,11 @@ class AccountThrottle:
         """The reserved attempt succeeded (a correct password): it is not a failure."""
         await self._store.decr_if_exists(account_key(email))
 
+    @staticmethod
+    def key_for(email: str) -> str:
+        """The store key of the account's count, for callers that clear it with other keys."""
+        return account_key(email)
+
     async def reset(self, email: str) -> None:
         """A completed sign-in clears the count."""
         await self._store.delete(account_key(email))

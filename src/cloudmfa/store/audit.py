@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.store.models import audit_events
 
+_INSERT_EVENT = insert(audit_events)
+
 
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
@@ -29,23 +31,24 @@ async def record(conn: AsyncConnection, now: datetime, *events: AuditEvent) -> N
     """Write one or more events with a single statement."""
     if not events:
         return
-    await conn.execute(
-        insert(audit_events),
-        [
-            {
-                "id": str(uuid.uuid4()),
-                "at": now,
-                "type": e.type,
-                "actor_id": e.actor_id,
-                "subject_id": e.subject_id,
-                "ip": e.ip,
-                "user_agent": e.user_agent,
-                "outcome": e.outcome,
-                "details": e.details,
-            }
-            for e in events
-        ],
-    )
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "at": now,
+            "type": e.type,
+            "actor_id": e.actor_id,
+            "subject_id": e.subject_id,
+            "ip": e.ip,
+            "user_agent": e.user_agent,
+            "outcome": e.outcome,
+            "details": e.details,
+        }
+        for e in events
+    ]
+    if len(rows) == 1:
+        await conn.execute(_INSERT_EVENT, rows[0])
+    else:  # one statement for the batch: a single round trip, unlike executemany
+        await conn.execute(insert(audit_events).values(rows))
 
 
 async def list_events(

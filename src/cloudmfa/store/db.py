@@ -12,14 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(database_url)
     return create_async_engine(
         database_url,
+        # Connections beyond pool_size are closed on return, so a pool too small for the
+        # concurrency churns connections (a TLS probe, authentication and re-preparing every
+        # statement each time); the pool keeps pool_size and borrows only a little beyond.
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size // 2,
         pool_pre_ping=False,
         pool_recycle=1800,
     )

@@ -24,6 +24,14 @@ class EphemeralStore(Protocol):
         """Take one off a live counter (never creating one, never touching its expiry)."""
         ...
 
+    async def get_and_count(self, key: str, counter: str, ttl_s: int) -> tuple[str | None, int]:
+        """Read ``key`` and, when it exists, add one to ``counter`` (as ``incr``), in one step."""
+        ...
+
+    async def pop_and_delete(self, key: str, *others: str) -> str | None:
+        """``pop(key)`` and delete ``others`` in one step."""
+        ...
+
     async def ttl(self, key: str) -> int:
         """Seconds until ``key`` expires; 0 when it does not exist."""
         ...
@@ -85,6 +93,17 @@ class MemoryStore:
             self._data[key] = (str(value), self._data[key][1])
             return value
 
+    async def get_and_count(self, key: str, counter: str, ttl_s: int) -> tuple[str | None, int]:
+        value = self._live(key)
+        if value is None:
+            return None, 0
+        return value, await self.incr(counter, ttl_s)
+
+    async def pop_and_delete(self, key: str, *others: str) -> str | None:
+        value = await self.pop(key)
+        await self.delete(*others)
+        return value
+
     async def decr_if_exists(self, key: str) -> None:
         async with self._lock:
             current = self._live(key)
@@ -136,6 +155,14 @@ if value == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return value
 """
 
+_GET_AND_COUNT = """
+local value = redis.call('GET', KEYS[1])
+if not value then return {false, 0} end
+local count = redis.call('INCR', KEYS[2])
+if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+return {value, count}
+"""
+
 _DECR_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
 return false
@@ -152,6 +179,7 @@ class RedisStore:
         self._prefix = prefix
         self._incr = self._redis.register_script(_INCR_WITH_TTL)
         self._decr = self._redis.register_script(_DECR_IF_EXISTS)
+        self._get_and_count = self._redis.register_script(_GET_AND_COUNT)
 
     def _k(self, key: str) -> str:
         return self._prefix + key
@@ -161,6 +189,20 @@ class RedisStore:
 
     async def decr_if_exists(self, key: str) -> None:
         await self._decr(keys=[self._k(key)])
+
+    async def get_and_count(self, key: str, counter: str, ttl_s: int) -> tuple[str | None, int]:
+        value, count = await self._get_and_count(
+            keys=[self._k(key), self._k(counter)], args=[ttl_s]
+        )
+        return (None if value is None else str(value)), int(count)
+
+    async def pop_and_delete(self, key: str, *others: str) -> str | None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.getdel(self._k(key))
+            if others:
+                pipe.delete(*(self._k(k) for k in others))
+            results = await pipe.execute()
+        return None if results[0] is None else str(results[0])
 
     async def ttl(self, key: str) -> int:
         remaining = int(await self._redis.ttl(self._k(key)))

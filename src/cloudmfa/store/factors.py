@@ -6,11 +6,26 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.factors.base import StoredFactor
 from cloudmfa.store.models import factors
+
+# The statements of the login path are built once: building a statement per call (where
+# clauses, values) costs more CPU than executing it.
+_GET_FACTOR = select(factors).where(
+    factors.c.id == bindparam("b_id"), factors.c.user_id == bindparam("b_user_id")
+)
+_CLAIM_TIME_STEP = (
+    update(factors)
+    .where(
+        factors.c.id == bindparam("b_id"),
+        or_(factors.c.last_used_step.is_(None), factors.c.last_used_step < bindparam("b_step")),
+    )
+    .values(last_used_step=bindparam("b_step"), last_used_at=bindparam("b_now"))
+    .returning(factors.c.id)
+)
 
 
 def _factor(row: Any) -> StoredFactor:
@@ -46,8 +61,7 @@ async def insert_factor(conn: AsyncConnection, factor: StoredFactor) -> None:
 
 
 async def get_factor(conn: AsyncConnection, factor_id: str, user_id: str) -> StoredFactor | None:
-    stmt = select(factors).where(factors.c.id == factor_id, factors.c.user_id == user_id)
-    row = (await conn.execute(stmt)).first()
+    row = (await conn.execute(_GET_FACTOR, {"b_id": factor_id, "b_user_id": user_id})).first()
     return _factor(row) if row else None
 
 
@@ -102,16 +116,8 @@ async def claim_time_step(conn: AsyncConnection, factor_id: str, step: int, now:
     One conditional UPDATE: of two concurrent requests with the same code exactly one finds
     the row still matching (RFC 6238 §5.2: a code is accepted at most once).
     """
-    stmt = (
-        update(factors)
-        .where(
-            factors.c.id == factor_id,
-            or_(factors.c.last_used_step.is_(None), factors.c.last_used_step < step),
-        )
-        .values(last_used_step=step, last_used_at=now)
-        .returning(factors.c.id)
-    )
-    return (await conn.execute(stmt)).first() is not None
+    params = {"b_id": factor_id, "b_step": step, "b_now": now}
+    return (await conn.execute(_CLAIM_TIME_STEP, params)).first() is not None
 
 
 async def mark_used(conn: AsyncConnection, factor_id: str, now: datetime) -> None:

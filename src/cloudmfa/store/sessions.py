@@ -45,21 +45,26 @@ def _session(row: Any) -> Session:
     )
 
 
+_INSERT_SESSION = insert(sessions)
+_INSERT_REFRESH_TOKEN = insert(refresh_tokens)
+
+
 async def insert_session(conn: AsyncConnection, s: Session) -> None:
     await conn.execute(
-        insert(sessions).values(
-            id=s.id,
-            user_id=s.user_id,
-            created_at=s.created_at,
-            auth_time=s.auth_time,
-            last_seen_at=s.last_seen_at,
-            expires_at=s.expires_at,
-            amr=list(s.amr),
-            acr=s.acr,
-            mfa_verified=s.mfa_verified,
-            ip=s.ip,
-            user_agent=s.user_agent,
-        )
+        _INSERT_SESSION,
+        {
+            "id": s.id,
+            "user_id": s.user_id,
+            "created_at": s.created_at,
+            "auth_time": s.auth_time,
+            "last_seen_at": s.last_seen_at,
+            "expires_at": s.expires_at,
+            "amr": list(s.amr),
+            "acr": s.acr,
+            "mfa_verified": s.mfa_verified,
+            "ip": s.ip,
+            "user_agent": s.user_agent,
+        },
     )
 
 
@@ -122,7 +127,8 @@ async def insert_refresh_token(
     conn: AsyncConnection, *, token_hash: str, session_id: str, now: datetime
 ) -> None:
     await conn.execute(
-        insert(refresh_tokens).values(token_hash=token_hash, session_id=session_id, created_at=now)
+        _INSERT_REFRESH_TOKEN,
+        {"token_hash": token_hash, "session_id": session_id, "created_at": now},
     )
 
 
