@@ -24,7 +24,7 @@ from cloudmfa.security.throttle import AccountThrottle, IpRateLimiter
 from cloudmfa.security.tokens import AccessTokens, KeyRing, generate_signing_key
 from cloudmfa.store import keys as key_repo
 from cloudmfa.store import sessions as session_repo
-from cloudmfa.store.db import create_engine
+from cloudmfa.store.db import create_engine, read_only
 from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, create_store
 from cloudmfa.store.migrate import upgrade_to_head
 
@@ -36,6 +36,7 @@ class Services:
     settings: Settings
     clock: Clock
     engine: AsyncEngine
+    reader: AsyncEngine  # the same pool, without transactions: for reads only
     store: EphemeralStore
     hashing: PasswordHashing
     policy: PasswordPolicy
@@ -50,6 +51,7 @@ class Services:
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Services:
         clock = clock or SystemClock()
         ring = KeyRing(clock=clock, access_ttl_s=settings.access_token_ttl_s)
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         store = create_store(settings.redis_url, prefix=settings.redis_key_prefix, clock=clock)
         secretbox = open_secretbox(settings.secret_keys, settings.data_dir)
         totp = TotpParameters(
@@ -60,7 +62,8 @@ class Services:
         return cls(
             settings=settings,
             clock=clock,
-            engine=create_engine(settings.database_url, pool_size=settings.db_pool_size),
+            engine=engine,
+            reader=read_only(engine),
             store=store,
             hashing=PasswordHashing(
                 time_cost=settings.argon2_time_cost,
@@ -119,14 +122,14 @@ class Services:
                 log.info("generated a new token signing key")
 
     async def reload_keys(self) -> None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             self.tokens.ring.load(await key_repo.load_keys(conn))
 
     async def _restore_revocations(self) -> None:
         # An in-process store forgets revocations on restart; the access tokens of sessions
         # revoked within their lifetime must stay refused.
         since = self.clock.now() - timedelta(seconds=self.settings.access_token_ttl_s + 60)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             for sid in await session_repo.recently_revoked(conn, since):
                 await self.store.set(revocation_key(sid), "1", self.revocation_ttl_s)
 
@@ -135,7 +138,7 @@ class Services:
         return self.settings.access_token_ttl_s + 60
 
     async def check_database(self) -> None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
 

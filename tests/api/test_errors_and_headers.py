@@ -12,7 +12,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from cloudmfa.store.db import create_engine
+from cloudmfa.store.db import create_engine, read_only
 from conftest import PASSWORD, Api, bearer, start_api
 from conftest import test_settings as settings_for
 
@@ -331,6 +331,7 @@ async def test_readyz_is_unavailable_when_the_database_is_unreachable(
         assert (await broken.client.get("/readyz")).status_code == 200
         await broken.svc.engine.dispose()
         broken.svc.engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/x")
+        broken.svc.reader = read_only(broken.svc.engine)
 
         r = await broken.client.get("/readyz")
 

@@ -38,7 +38,7 @@ async def _create_account(
 ) -> User:
     email = normalise_email(email)
     svc.policy.check(password, email=email)
-    async with svc.engine.connect() as conn:  # fail fast, before paying for a hash
+    async with svc.reader.connect() as conn:  # fail fast, before paying for a hash
         if await user_repo.get_by_email(conn, email) is not None:
             raise EmailTaken("An account with this email already exists.")
     now = svc.clock.now()

@@ -20,12 +20,12 @@ from cloudmfa.store.users import User
 async def search_users(
     svc: Services, *, query: str | None, after_email: str | None, limit: int
 ) -> list[User]:
-    async with svc.engine.connect() as conn:
+    async with svc.reader.connect() as conn:
         return await user_repo.search(conn, query=query, after_email=after_email, limit=limit)
 
 
 async def get_user(svc: Services, user_id: str) -> tuple[User, list[StoredFactor]]:
-    async with svc.engine.connect() as conn:
+    async with svc.reader.connect() as conn:
         user = await user_repo.get_by_id(conn, user_id)
         if user is None:
             raise NotFound("No such user.")
@@ -73,7 +73,7 @@ async def list_audit(
     before_seq: int | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    async with svc.engine.connect() as conn:
+    async with svc.reader.connect() as conn:
         return await audit_repo.list_events(
             conn, user_id=user_id, type_=type_, before_seq=before_seq, limit=limit
         )

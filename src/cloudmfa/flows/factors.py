@@ -35,7 +35,7 @@ def _event(principal: Principal, info: RequestInfo, type_: str, **details: Any) 
 
 
 async def list_factors(svc: Services, principal: Principal) -> list[StoredFactor]:
-    async with svc.engine.connect() as conn:
+    async with svc.reader.connect() as conn:
         return await factor_repo.list_factors(conn, principal.user.id)
 
 
@@ -177,7 +177,7 @@ async def regenerate_recovery_codes(
 
 
 async def list_devices(svc: Services, principal: Principal) -> list[RememberedDevice]:
-    async with svc.engine.connect() as conn:
+    async with svc.reader.connect() as conn:
         return await device_repo.list_devices(conn, principal.user.id, svc.clock.now())
 
 

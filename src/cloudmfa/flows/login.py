@@ -48,7 +48,7 @@ async def login_with_password(
     try:
         await svc.throttle.reserve(email)
     except RateLimited as exc:
-        async with svc.engine.connect() as conn:
+        async with svc.reader.connect() as conn:
             known = await user_repo.get_by_email(conn, email)
         await throttling.record_rate_limited(svc, info, known.id if known else None, exc)
         raise
@@ -57,7 +57,7 @@ async def login_with_password(
     # only a completed sign-in does (API.md "Throttling").
     await svc.throttle.release(email)
 
-    async with svc.engine.connect() as conn:
+    async with svc.reader.connect() as conn:
         options = await svc.factors.login_options(conn, user.id)
     if options:
         if device_token and await _remembered(svc, user.id, device_token):
@@ -73,7 +73,7 @@ async def login_with_password(
 
 
 async def _check_password(svc: Services, info: RequestInfo, email: str, password: str) -> User:
-    async with svc.engine.connect() as conn:
+    async with svc.reader.connect() as conn:
         user = await user_repo.get_by_email(conn, email)
     if user is None:
         # Same answer, in about the same time, as a wrong password.

@@ -22,7 +22,7 @@ async def pending_reencryption(svc: Services) -> int:
     current = svc.secretbox.current_id
     count, after = 0, ""
     while True:
-        async with svc.engine.connect() as conn:
+        async with svc.reader.connect() as conn:
             rows = await factor_repo.secrets_after(conn, after, BATCH_SIZE)
         if not rows:
             return count

@@ -68,7 +68,7 @@ async def authenticate(svc: Services, access_token: str) -> Principal:
     claims = svc.tokens.verify(access_token)
     if await is_revoked(svc, claims.sid):
         raise InvalidToken("The session has ended.")
-    async with svc.engine.connect() as conn:
+    async with svc.reader.connect() as conn:
         user = await user_repo.get_by_id(conn, claims.sub)
         if user is None or user.locked_at is not None:
             raise InvalidToken("The session has ended.")
@@ -84,7 +84,7 @@ async def authenticate(svc: Services, access_token: str) -> Principal:
 async def require_recent_authentication(svc: Services, principal: Principal) -> None:
     """Step-up (API.md): signed in within the re-authentication window, and with a second
     factor when the account has one. A remembered device does not count as that factor."""
-    async with svc.engine.connect() as conn:
+    async with svc.reader.connect() as conn:
         session = await session_repo.get_session(conn, principal.session_id)
     if session is None:
         raise InvalidToken("The session has ended.")

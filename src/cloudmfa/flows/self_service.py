@@ -16,7 +16,7 @@ from cloudmfa.store.sessions import Session
 
 
 async def list_sessions(svc: Services, principal: Principal) -> list[Session]:
-    async with svc.engine.connect() as conn:
+    async with svc.reader.connect() as conn:
         return await session_repo.list_live_sessions(conn, principal.user.id, svc.clock.now())
 
 
@@ -48,7 +48,7 @@ async def end_session(
 async def list_own_events(
     svc: Services, principal: Principal, *, before_seq: int | None, limit: int
 ) -> list[dict[str, Any]]:
-    async with svc.engine.connect() as conn:
+    async with svc.reader.connect() as conn:
         return await audit_repo.list_events(
             conn, user_id=principal.user.id, before_seq=before_seq, limit=limit
         )

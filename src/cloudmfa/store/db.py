@@ -12,6 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool, for reads: no transaction around them (no BEGIN and ROLLBACK round
+    trips on PostgreSQL; on SQLite no write lock, so readers never queue behind writers)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
@@ -49,6 +55,8 @@ def _sqlite_engine(database_url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return  # a reader (see read_only): each statement on its own, no lock taken
         # A deferred transaction that later writes can fail at once with SQLITE_BUSY when
         # another connection holds the write lock; taking the lock up front makes writers
         # queue on busy_timeout instead, which is what makes check-then-update atomic.
