@@ -8,21 +8,11 @@ import json
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 
 from cloudmfa.flows.accounts import create_admin
 from conftest import PASSWORD, Api, bearer
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert {"type", "title", "status", "detail", "code"} <= set(body)
-    assert body["status"] == status
-    assert body["code"] == code
-    return dict(body)
+from support import assert_problem
 
 
 async def admin_session(api: Api, tag: str = "admin") -> tuple[dict[str, Any], dict[str, str]]:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import jwt
 import pyotp
 from sqlalchemy import select
@@ -25,21 +23,11 @@ from cloudmfa.store.audit import list_events
 from cloudmfa.store.models import remembered_devices
 from conftest import PASSWORD, Api, bearer, start_api
 from conftest import test_settings as make_settings
+from support import MfaUser, assert_problem, mfa_user
 
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 DEVICE_KEYS = {"id", "created_at", "last_used_at", "user_agent", "ip"}
 NEW_PASSWORD = "saffron-glacier-lantern-97"
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$")
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert PROBLEM_KEYS <= set(body), body
-    assert body["status"] == status
-    assert body["code"] == code
-    return dict(body)
 
 
 def parse_utc(value: str) -> datetime:
@@ -49,36 +37,6 @@ def parse_utc(value: str) -> datetime:
 
 def amr_of(body: dict[str, Any]) -> list[str]:
     return list(jwt.decode(body["access_token"], options={"verify_signature": False})["amr"])
-
-
-@dataclass
-class MfaUser:
-    id: str
-    email: str
-    factor_id: str
-    secret: str
-    recovery_codes: list[str]
-
-    def next_code(self, api: Api) -> str:
-        """Move to the next time step (each is accepted once per factor) and read the app."""
-        api.clock.advance(seconds=30)
-        return pyotp.TOTP(self.secret).at(api.clock.now())
-
-
-async def mfa_user(api: Api, tag: str = "device") -> MfaUser:
-    user, headers = await api.signed_in(tag)
-    r = await api.client.post("/api/v1/me/factors", json={"type": "totp"}, headers=headers)
-    assert r.status_code == 201, r.text
-    factor = r.json()
-    r = await api.client.post(
-        f"/api/v1/me/factors/{factor['id']}/activate",
-        json={"code": pyotp.TOTP(factor["secret"]).at(api.clock.now())},
-        headers=headers,
-    )
-    assert r.status_code == 200, r.text
-    return MfaUser(
-        user["id"], user["email"], factor["id"], factor["secret"], r.json()["recovery_codes"]
-    )
 
 
 async def login_raw(

@@ -15,22 +15,9 @@ import pytest_asyncio
 from cloudmfa.store.db import create_engine, read_only
 from conftest import PASSWORD, Api, bearer, start_api
 from conftest import test_settings as settings_for
+from support import assert_problem
 
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 MAX_BODY = 64 * 1024
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert PROBLEM_KEYS <= set(body)
-    assert isinstance(body["type"], str) and body["type"]
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    assert body["status"] == status
-    assert body["code"] == code
-    return dict(body)
 
 
 def assert_client_error_problem(r: httpx.Response) -> dict[str, Any]:

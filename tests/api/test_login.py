@@ -17,20 +17,7 @@ from cloudmfa.store.audit import list_events
 from cloudmfa.store.users import User
 from conftest import FAST_ARGON2, PASSWORD, Api, bearer, start_api
 from conftest import test_settings as make_settings
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
-TOKEN_KEYS = {"status", "access_token", "token_type", "expires_in", "refresh_token", "session_id"}
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """An RFC 9457 problem with the given status and stable code; returns its body."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert PROBLEM_KEYS <= set(body), body
-    assert body["status"] == status
-    assert body["code"] == code
-    return dict(body)
+from support import TOKEN_KEYS, assert_problem
 
 
 async def login_raw(api: Api, email: str, password: str) -> httpx.Response:

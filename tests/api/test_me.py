@@ -14,19 +14,10 @@ import httpx
 
 from cloudmfa.store import audit as audit_repo
 from conftest import PASSWORD, Api, bearer
+from support import assert_problem
 
 NEW_PASSWORD = "saffron-glacier-lantern-97"
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$")
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert {"type", "title", "status", "detail", "code"} <= set(body)
-    assert body["status"] == status
-    assert body["code"] == code
-    return dict(body)
 
 
 def parse_utc(value: str) -> datetime:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -19,11 +18,13 @@ import pyotp
 import pytest
 import pytest_asyncio
 
+import support
 from cloudmfa.clock import FrozenClock
 from cloudmfa.store import recovery_codes as code_repo
 from cloudmfa.store.audit import list_events
 from conftest import Api, start_api
 from conftest import test_settings as make_settings
+from support import MfaUser
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -36,33 +37,10 @@ async def api(backend: dict[str, Any]) -> AsyncIterator[Api]:
             yield api
 
 
-@dataclass
-class MfaUser:
-    id: str
-    email: str
-    factor_id: str
-    secret: str
-    recovery_codes: list[str]
-
-    def code(self, api: Api, offset_steps: int = 0) -> str:
-        return pyotp.TOTP(self.secret).at(api.clock.now(), counter_offset=offset_steps)
-
-
 async def mfa_user(api: Api, tag: str) -> MfaUser:
-    user, headers = await api.signed_in(tag)
-    r = await api.client.post("/api/v1/me/factors", json={"type": "totp"}, headers=headers)
-    assert r.status_code == 201, r.text
-    factor = r.json()
-    r = await api.client.post(
-        f"/api/v1/me/factors/{factor['id']}/activate",
-        json={"code": pyotp.TOTP(factor["secret"]).at(api.clock.now())},
-        headers=headers,
-    )
-    assert r.status_code == 200, r.text
+    user = await support.mfa_user(api, tag)
     api.clock.advance(seconds=30)  # past the step the activation consumed
-    return MfaUser(
-        user["id"], user["email"], factor["id"], factor["secret"], r.json()["recovery_codes"]
-    )
+    return user
 
 
 async def mfa_tokens(api: Api, user: MfaUser, n: int) -> list[str]:

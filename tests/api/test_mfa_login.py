@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import jwt
 import pyotp
 
 from cloudmfa.security.tokens import hash_opaque_token
@@ -22,66 +20,15 @@ from cloudmfa.store import recovery_codes as code_repo
 from cloudmfa.store.audit import list_events
 from cloudmfa.store.ephemeral import MemoryStore
 from conftest import PASSWORD, Api, bearer
+from support import (
+    MfaUser,
+    assert_authenticated,
+    assert_problem,
+    claims,
+    mfa_user,
+)
 
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
-TOKEN_KEYS = {"status", "access_token", "token_type", "expires_in", "refresh_token", "session_id"}
 RECOVERY_CODE = re.compile(r"^[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}$")
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert PROBLEM_KEYS <= set(body), body
-    assert body["status"] == status
-    assert body["code"] == code
-    return dict(body)
-
-
-def assert_authenticated(r: httpx.Response) -> dict[str, Any]:
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert TOKEN_KEYS <= set(body), body
-    assert body["status"] == "authenticated"
-    assert body["token_type"] == "Bearer"
-    return dict(body)
-
-
-def claims(access_token: str) -> dict[str, Any]:
-    return dict(jwt.decode(access_token, options={"verify_signature": False}))
-
-
-@dataclass
-class MfaUser:
-    id: str
-    email: str
-    factor_id: str
-    secret: str
-    recovery_codes: list[str]
-
-    def code(self, api: Api, offset_steps: int = 0) -> str:
-        return pyotp.TOTP(self.secret).at(api.clock.now(), counter_offset=offset_steps)
-
-    def next_code(self, api: Api) -> str:
-        """Move to the next time step (each is accepted once per factor) and read the app."""
-        api.clock.advance(seconds=30)
-        return self.code(api)
-
-
-async def mfa_user(api: Api, tag: str = "mfa") -> MfaUser:
-    """A new account with one active TOTP factor (activated from its password-only session)."""
-    user, headers = await api.signed_in(tag)
-    r = await api.client.post("/api/v1/me/factors", json={"type": "totp"}, headers=headers)
-    assert r.status_code == 201, r.text
-    factor = r.json()
-    secret = factor["secret"]
-    r = await api.client.post(
-        f"/api/v1/me/factors/{factor['id']}/activate",
-        json={"code": pyotp.TOTP(secret).at(api.clock.now())},
-        headers=headers,
-    )
-    assert r.status_code == 200, r.text
-    return MfaUser(user["id"], user["email"], factor["id"], secret, r.json()["recovery_codes"])
 
 
 async def start(api: Api, user: MfaUser) -> dict[str, Any]:

@@ -14,20 +14,7 @@ from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import list_events
 from conftest import PASSWORD, Api, bearer, start_api
 from conftest import test_settings as make_settings
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """An RFC 9457 problem with the given status and stable code; returns its body."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert PROBLEM_KEYS <= set(body), body
-    assert body["status"] == status
-    assert body["code"] == code
-    assert isinstance(body["detail"], str) and body["detail"]
-    return dict(body)
+from support import assert_problem
 
 
 async def sign_up_raw(api: Api, email: str, password: str, **extra: Any) -> httpx.Response:

@@ -25,12 +25,12 @@ import pytest
 from cloudmfa.store.audit import list_events
 from conftest import PASSWORD, Api, bearer, start_api
 from conftest import test_settings as make_settings
+from support import PROBLEM_KEYS
 
 MAX_FAILURES = 10
 WRONG = "wrong-password-" + "x" * 16
 LOGIN = "/api/v1/auth/login"
 VERIFY = "/api/v1/auth/verify"
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 
 
 # --- helpers --------------------------------------------------------------------------------

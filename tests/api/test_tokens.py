@@ -16,22 +16,10 @@ from cloudmfa.store import keys as key_repo
 from cloudmfa.store.audit import list_events
 from conftest import PASSWORD, Api, bearer, start_api
 from conftest import test_settings as make_settings
+from support import TOKEN_KEYS, assert_problem
 
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
-TOKEN_KEYS = {"status", "access_token", "token_type", "expires_in", "refresh_token", "session_id"}
 ISSUER = "http://localhost:8000"  # the public_url of the test settings
 AUDIENCE = "cloudmfa"
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """An RFC 9457 problem with the given status and stable code; returns its body."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert PROBLEM_KEYS <= set(body), body
-    assert body["status"] == status
-    assert body["code"] == code
-    return dict(body)
 
 
 def assert_invalid_token(r: httpx.Response) -> None:

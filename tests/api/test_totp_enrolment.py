@@ -22,22 +22,12 @@ from cloudmfa.store.audit import list_events
 from cloudmfa.store.models import factors as factors_table
 from conftest import Api, bearer, start_api
 from conftest import test_settings as make_settings
+from support import assert_problem
 
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 FACTOR_KEYS = {"id", "type", "label", "status", "created_at", "last_used_at"}
 ENROL_KEYS = {"id", "type", "status", "secret", "otpauth_uri", "qr_svg"}
 BASE32_160_BITS = re.compile(r"^[A-Z2-7]{32}$")
 RECOVERY_CODE = re.compile(r"^[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}$")
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert PROBLEM_KEYS <= set(body), body
-    assert body["status"] == status
-    assert body["code"] == code
-    return dict(body)
 
 
 def code_now(api: Api, secret: str, offset_steps: int = 0) -> str:

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from cloudmfa.errors import EmailTaken, Forbidden, InvalidCredentials
+from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.login import normalise_email
 from cloudmfa.flows.principal import Principal, require_recent_authentication
@@ -113,20 +114,15 @@ async def change_password(
     await require_recent_authentication(svc, principal)
     user = principal.user
     if not (await svc.hashing.verify(user.password_hash, current_password)).ok:
-        async with svc.engine.begin() as conn:
-            await record(
-                conn,
-                svc.clock.now(),
-                AuditEvent(
-                    type="password.change_failed",
-                    outcome="failure",
-                    actor_id=user.id,
-                    subject_id=user.id,
-                    ip=info.ip,
-                    user_agent=info.clipped_user_agent(),
-                    details={"reason": "wrong_current_password"},
-                ),
-            )
+        await record_separately(
+            svc,
+            info.event(
+                "password.change_failed",
+                subject_id=user.id,
+                outcome="failure",
+                reason="wrong_current_password",
+            ),
+        )
         raise InvalidCredentials("The current password is wrong.")
     svc.policy.check(new_password, email=user.email)
     new_hash = await svc.hashing.hash(new_password)

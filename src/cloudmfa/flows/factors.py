@@ -24,14 +24,7 @@ MAX_FACTORS_PER_USER = 20
 
 
 def _event(principal: Principal, info: RequestInfo, type_: str, **details: Any) -> AuditEvent:
-    return AuditEvent(
-        type=type_,
-        actor_id=principal.user.id,
-        subject_id=principal.user.id,
-        ip=info.ip,
-        user_agent=info.clipped_user_agent(),
-        details=details,
-    )
+    return info.event(type_, subject_id=principal.user.id, **details)
 
 
 async def list_factors(svc: Services, principal: Principal) -> list[StoredFactor]:

@@ -10,6 +10,7 @@ from datetime import datetime
 from cloudmfa.config import MfaPolicy
 from cloudmfa.errors import AccountLocked, InvalidCredentials, RateLimited
 from cloudmfa.flows import mfa, throttling
+from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.principal import enrollment_deadline, must_enroll
 from cloudmfa.flows.sessions import TokenSet, open_session
@@ -139,17 +140,6 @@ async def _open(
 async def _record_failure(
     svc: Services, info: RequestInfo, user_id: str | None, reason: str
 ) -> None:
-    async with svc.engine.begin() as conn:
-        await record(
-            conn,
-            svc.clock.now(),
-            AuditEvent(
-                type="login.failed",
-                outcome="failure",
-                actor_id=user_id,
-                subject_id=user_id,
-                ip=info.ip,
-                user_agent=info.clipped_user_agent(),
-                details={"reason": reason},
-            ),
-        )
+    await record_separately(
+        svc, info.event("login.failed", subject_id=user_id, outcome="failure", reason=reason)
+    )

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from cloudmfa.errors import InvalidCode, MfaTokenExpired, RateLimited
 from cloudmfa.factors.base import Challenge, FactorOption, Proof
 from cloudmfa.flows import throttling
+from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.sessions import TokenSet, open_session
 from cloudmfa.security.tokens import hash_opaque_token, new_opaque_token
@@ -274,17 +275,13 @@ async def _remember(conn: AsyncConnection, svc: Services, info: RequestInfo, use
 async def _record_failure(
     svc: Services, info: RequestInfo, attempt: _Attempt, factor_id: str
 ) -> None:
-    async with svc.engine.begin() as conn:
-        await record(
-            conn,
-            svc.clock.now(),
-            AuditEvent(
-                type="mfa.failed",
-                outcome="failure",
-                actor_id=attempt.user_id,
-                subject_id=attempt.user_id,
-                ip=info.ip,
-                user_agent=info.clipped_user_agent(),
-                details={"factor_id": factor_id, "factor_type": attempt.factors.get(factor_id)},
-            ),
-        )
+    await record_separately(
+        svc,
+        info.event(
+            "mfa.failed",
+            subject_id=attempt.user_id,
+            outcome="failure",
+            factor_id=factor_id,
+            factor_type=attempt.factors.get(factor_id),
+        ),
+    )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from cloudmfa.errors import RateLimited
+from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.services import Services
-from cloudmfa.store.audit import AuditEvent, record
 
 
 async def record_rate_limited(
@@ -16,17 +16,9 @@ async def record_rate_limited(
     subject = user_id or info.ip or "unknown"
     if not await svc.store.set_if_absent(f"rl_audit:{subject}", "1", exc.retry_after or 60):
         return
-    async with svc.engine.begin() as conn:
-        await record(
-            conn,
-            svc.clock.now(),
-            AuditEvent(
-                type="rate_limited",
-                outcome="failure",
-                actor_id=user_id,
-                subject_id=user_id,
-                ip=info.ip,
-                user_agent=info.clipped_user_agent(),
-                details={"retry_after": exc.retry_after},
-            ),
-        )
+    await record_separately(
+        svc,
+        info.event(
+            "rate_limited", subject_id=user_id, outcome="failure", retry_after=exc.retry_after
+        ),
+    )
