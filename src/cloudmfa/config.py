@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "cloudmfa:"
     auto_migrate: bool = True
     db_pool_size: int = Field(default=20, ge=1, le=500)  # connections per worker process
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)  # wait for the lock
     data_dir: str = "./var"
 
     # Identity of this deployment

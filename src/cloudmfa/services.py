@@ -51,7 +51,11 @@ class Services:
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Services:
         clock = clock or SystemClock()
         ring = KeyRing(clock=clock, access_ttl_s=settings.access_token_ttl_s)
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        )
         store = create_store(settings.redis_url, prefix=settings.redis_key_prefix, clock=clock)
         secretbox = open_secretbox(settings.secret_keys, settings.data_dir)
         totp = TotpParameters(

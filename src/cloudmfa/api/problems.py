@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloudmfa.errors import CloudMFAError
@@ -87,7 +88,22 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(status, code, title, detail, dict(exc.headers or {}))
 
 
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    # The database did not answer in time: unreachable, or (SQLite) its write lock stayed
+    # taken past the busy timeout. Worth a retry, unlike a bug; nothing of it is shown.
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return problem_response(
+        503,
+        "unavailable",
+        "The service is not available",
+        "The database is busy or unreachable; try again shortly.",
+        {"Retry-After": "1"},
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(CloudMFAError, _cloudmfa_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(ConnectionError, _database_unavailable)

@@ -9,7 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-SQLITE_BUSY_TIMEOUT_MS = 5000
+DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 def read_only(engine: AsyncEngine) -> AsyncEngine:
@@ -18,10 +18,15 @@ def read_only(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
+def create_engine(
+    database_url: str,
+    *,
+    pool_size: int = 20,
+    sqlite_busy_timeout_ms: int = DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
+) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(database_url)
+        return _sqlite_engine(database_url, sqlite_busy_timeout_ms)
     return create_async_engine(
         database_url,
         # Connections beyond pool_size are closed on return, so a pool too small for the
@@ -34,13 +39,11 @@ def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
     )
 
 
-def _sqlite_engine(database_url: str) -> AsyncEngine:
+def _sqlite_engine(database_url: str, busy_timeout_ms: int) -> AsyncEngine:
     path = make_url(database_url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(
-        database_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-    )
+    engine = create_async_engine(database_url, connect_args={"timeout": busy_timeout_ms / 1000})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -48,7 +51,7 @@ def _sqlite_engine(database_url: str) -> AsyncEngine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
