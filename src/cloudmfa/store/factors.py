@@ -28,6 +28,26 @@ _CLAIM_TIME_STEP = (
 )
 
 
+_ACTIVE_OF_TYPES = (
+    select(factors)
+    .where(
+        factors.c.user_id == bindparam("b_user_id"),
+        factors.c.status == "active",
+        factors.c.type.in_(bindparam("b_types", expanding=True)),
+    )
+    .order_by(factors.c.created_at, factors.c.id)
+)
+_COUNT_ACTIVE_OF_TYPES = (
+    select(func.count())
+    .select_from(factors)
+    .where(
+        factors.c.user_id == bindparam("b_user_id"),
+        factors.c.status == "active",
+        factors.c.type.in_(bindparam("b_types", expanding=True)),
+    )
+)
+
+
 def _factor(row: Any) -> StoredFactor:
     return StoredFactor(
         id=row.id,
@@ -72,6 +92,9 @@ async def list_factors(
     types: Iterable[str] | None = None,
     active_only: bool = False,
 ) -> list[StoredFactor]:
+    if types is not None and active_only:  # the login path
+        params = {"b_user_id": user_id, "b_types": list(types)}
+        return [_factor(row) for row in await conn.execute(_ACTIVE_OF_TYPES, params)]
     stmt = select(factors).where(factors.c.user_id == user_id)
     if types is not None:
         stmt = stmt.where(factors.c.type.in_(list(types)))
@@ -82,16 +105,8 @@ async def list_factors(
 
 
 async def count_active(conn: AsyncConnection, user_id: str, types: Iterable[str]) -> int:
-    stmt = (
-        select(func.count())
-        .select_from(factors)
-        .where(
-            factors.c.user_id == user_id,
-            factors.c.status == "active",
-            factors.c.type.in_(list(types)),
-        )
-    )
-    return int((await conn.execute(stmt)).scalar_one())
+    params = {"b_user_id": user_id, "b_types": list(types)}
+    return int((await conn.execute(_COUNT_ACTIVE_OF_TYPES, params)).scalar_one())
 
 
 async def count_all(conn: AsyncConnection, user_id: str) -> int:

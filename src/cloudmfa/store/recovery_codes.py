@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.store.models import recovery_codes
@@ -24,13 +24,15 @@ async def replace_set(
     )
 
 
+_COUNT_UNUSED = (
+    select(func.count())
+    .select_from(recovery_codes)
+    .where(recovery_codes.c.user_id == bindparam("b_user_id"), recovery_codes.c.used_at.is_(None))
+)
+
+
 async def count_unused(conn: AsyncConnection, user_id: str) -> int:
-    stmt = (
-        select(func.count())
-        .select_from(recovery_codes)
-        .where(recovery_codes.c.user_id == user_id, recovery_codes.c.used_at.is_(None))
-    )
-    return int((await conn.execute(stmt)).scalar_one())
+    return int((await conn.execute(_COUNT_UNUSED, {"b_user_id": user_id})).scalar_one())
 
 
 async def redeem(conn: AsyncConnection, user_id: str, code_hash: str, now: datetime) -> bool:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -63,8 +63,12 @@ async def insert_user(conn: AsyncConnection, user: User) -> None:
         raise DuplicateEmail(user.email) from exc
 
 
+_BY_EMAIL = select(users).where(users.c.email == bindparam("b_email"))  # built once: login path
+_BY_ID = select(users).where(users.c.id == bindparam("b_id"))  # every authenticated call
+
+
 async def get_by_email(conn: AsyncConnection, email: str) -> User | None:
-    row = (await conn.execute(select(users).where(users.c.email == email))).first()
+    row = (await conn.execute(_BY_EMAIL, {"b_email": email})).first()
     return _user(row) if row else None
 
 
@@ -75,7 +79,7 @@ async def lock_for_update(conn: AsyncConnection, user_id: str) -> None:
 
 
 async def get_by_id(conn: AsyncConnection, user_id: str) -> User | None:
-    row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+    row = (await conn.execute(_BY_ID, {"b_id": user_id})).first()
     return _user(row) if row else None
 
 
