@@ -21,6 +21,7 @@ run: $(STAMP)
 ## The whole suite: unit, API (SQLite + PostgreSQL, memory + Redis), CLI, property tests.
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
 ## Everything but the subprocess and property-based tests.
@@ -29,6 +30,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 ## One argon2id hash with the configured parameters, timed on this machine.
 hash-timing: $(STAMP)
