@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ from cloudmfa.clock import FrozenClock
 from cloudmfa.security.tokens import generate_signing_key
 from cloudmfa.store import keys as key_repo
 from cloudmfa.store.audit import list_events
-from conftest import PASSWORD, Api, bearer, start_api
+from conftest import PASSWORD, REDIS_URL, Api, bearer, drop_redis_prefix, start_api
 from conftest import test_settings as make_settings
 from support import TOKEN_KEYS, assert_problem
 
@@ -273,18 +274,30 @@ async def test_revoked_session_stays_refused_after_a_restart(
 
 
 async def test_logout_is_seen_by_every_replica(api: Api, backend: dict[str, Any]) -> None:
-    if not backend["redis_url"]:
-        pytest.skip("the in-process store serves a single process only (API.md 'Running it')")
-    account, headers = await api.signed_in("replica")
-    app, replica = await start_api(make_settings(backend), clock=FrozenClock(api.clock.now()))
-    async with app.router.lifespan_context(app), replica.client:
-        assert (await replica.client.get("/api/v1/me", headers=headers)).status_code == 200
-        r = await replica.client.post("/api/v1/auth/logout", headers=headers)
-        assert r.status_code == 204, r.text
-        assert_invalid_token(await replica.client.get("/api/v1/me", headers=headers))
-    # The first replica never saw the logout request, yet refuses the session's tokens.
-    assert_invalid_token(await api.client.get("/api/v1/me", headers=headers))
-    assert_invalid_token(await refresh(api, account["refresh_token"]))
+    """Two replicas on one database and one Redis (the in-process store serves a single
+    process, so on the SQLite backend both replicas get a Redis of their own to share)."""
+    shared = dict(backend)
+    if not shared["redis_url"]:
+        shared.update(
+            redis_url=REDIS_URL, redis_key_prefix=f"cloudmfa-test-{uuid.uuid4().hex[:8]}:"
+        )
+    clock = FrozenClock(api.clock.now())
+    app_a, first = await start_api(make_settings(shared), clock=clock)
+    app_b, second = await start_api(make_settings(shared), clock=clock)
+    try:
+        async with app_a.router.lifespan_context(app_a), first.client:
+            async with app_b.router.lifespan_context(app_b), second.client:
+                account, headers = await first.signed_in("replica")
+                assert (await second.client.get("/api/v1/me", headers=headers)).status_code == 200
+                r = await second.client.post("/api/v1/auth/logout", headers=headers)
+                assert r.status_code == 204, r.text
+                assert_invalid_token(await second.client.get("/api/v1/me", headers=headers))
+                # The first replica never saw the logout request, yet refuses the tokens.
+                assert_invalid_token(await first.client.get("/api/v1/me", headers=headers))
+                assert_invalid_token(await refresh(first, account["refresh_token"]))
+    finally:
+        if not backend["redis_url"]:
+            await drop_redis_prefix(shared["redis_key_prefix"])
 
 
 # --- signing keys -----------------------------------------------------------------------
