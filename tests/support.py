@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +15,17 @@ import pyotp
 from conftest import Api
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
+AUDIT_EVENT_KEYS = {
+    "id",
+    "at",
+    "type",
+    "actor_id",
+    "subject_id",
+    "ip",
+    "user_agent",
+    "outcome",
+    "details",
+}
 TOKEN_KEYS = {"status", "access_token", "token_type", "expires_in", "refresh_token", "session_id"}
 
 
@@ -74,3 +88,17 @@ async def mfa_user(api: Api, tag: str = "mfa") -> MfaUser:
     return MfaUser(
         user["id"], user["email"], factor["id"], factor["secret"], r.json()["recovery_codes"]
     )
+
+
+def cloudmfa_command() -> list[str]:
+    """The installed console script when there is one, else the module."""
+    script = Path(sys.executable).with_name("cloudmfa")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "cloudmfa.cli"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -13,7 +13,6 @@ import os
 import re
 import stat
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from cloudmfa.services import Services
 from cloudmfa.store import factors as factor_repo
 from conftest import FAST_ARGON2, PASSWORD, TEST_SECRET_KEYS, Api, bearer, start_api
 from conftest import test_settings as make_settings
+from support import cloudmfa_command
 
 pytestmark = pytest.mark.slow
 
@@ -45,13 +45,6 @@ CLI_TIMEOUT_S = 120
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def cloudmfa_command() -> list[str]:
-    script = Path(sys.executable).with_name("cloudmfa")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "cloudmfa.cli"]
 
 
 def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:

@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Coroutine, Iterator
@@ -37,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloudmfa.store.migrate import head_revision
 from conftest import REDIS_URL, PgDatabase, bearer, drop_redis_prefix
+from support import cloudmfa_command, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -47,20 +47,6 @@ CLI_TIMEOUT_S = 60
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def cloudmfa_command() -> list[str]:
-    """The installed console script when there is one, else the module."""
-    script = Path(sys.executable).with_name("cloudmfa")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "cloudmfa.cli"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:

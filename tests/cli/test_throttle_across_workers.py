@@ -10,9 +10,7 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +26,7 @@ from conftest import (
     PgDatabase,
     drop_redis_prefix,
 )
+from support import cloudmfa_command, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -36,19 +35,6 @@ MAX_FAILURES = 10
 BURST = 40
 START_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 20
-
-
-def cloudmfa_command() -> list[str]:
-    script = Path(sys.executable).with_name("cloudmfa")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "cloudmfa.cli"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_env(database_url: str, prefix: str) -> dict[str, str]:
