@@ -60,14 +60,7 @@ async def _create_account(
         await record(
             conn,
             now,
-            AuditEvent(
-                type="account.created",
-                actor_id=user.id,
-                subject_id=user.id,
-                ip=info.ip,
-                user_agent=info.clipped_user_agent(),
-                details={"roles": list(roles)},
-            ),
+            info.event("account.created", subject_id=user.id, roles=list(roles)),
         )
     return user
 
@@ -136,12 +129,10 @@ async def change_password(
         await record(
             conn,
             now,
-            AuditEvent(
-                type="password.changed",
-                actor_id=user.id,
+            info.event(
+                "password.changed",
                 subject_id=user.id,
-                ip=info.ip,
-                user_agent=info.clipped_user_agent(),
-                details={"sessions_revoked": len(revoked), "devices_forgotten": forgotten},
+                sessions_revoked=len(revoked),
+                devices_forgotten=forgotten,
             ),
         )

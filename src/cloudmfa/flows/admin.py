@@ -13,7 +13,7 @@ from cloudmfa.services import Services
 from cloudmfa.store import audit as audit_repo
 from cloudmfa.store import factors as factor_repo
 from cloudmfa.store import users as user_repo
-from cloudmfa.store.audit import AuditEvent, record
+from cloudmfa.store.audit import record
 from cloudmfa.store.users import User
 
 
@@ -54,13 +54,11 @@ async def set_locked(
         await record(
             conn,
             now,
-            AuditEvent(
-                type="account.locked" if locked else "account.unlocked",
-                actor_id=admin.user.id,
+            info.event(
+                "account.locked" if locked else "account.unlocked",
                 subject_id=user_id,
-                ip=info.ip,
-                user_agent=info.clipped_user_agent(),
-                details=details,
+                actor_id=admin.user.id,
+                **details,
             ),
         )
 

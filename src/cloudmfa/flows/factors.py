@@ -199,16 +199,12 @@ async def reset_mfa(svc: Services, admin: Principal, info: RequestInfo, user_id:
         await record(
             conn,
             now,
-            AuditEvent(
-                type="mfa.reset",
-                actor_id=admin.user.id,
+            info.event(
+                "mfa.reset",
                 subject_id=user_id,
-                ip=info.ip,
-                user_agent=info.clipped_user_agent(),
-                details={
-                    "factors_removed": removed,
-                    "devices_forgotten": forgotten,
-                    "sessions_revoked": len(revoked),
-                },
+                actor_id=admin.user.id,
+                factors_removed=removed,
+                devices_forgotten=forgotten,
+                sessions_revoked=len(revoked),
             ),
         )

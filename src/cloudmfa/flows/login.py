@@ -18,7 +18,7 @@ from cloudmfa.security.tokens import hash_opaque_token
 from cloudmfa.services import Services
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import users as user_repo
-from cloudmfa.store.audit import AuditEvent, record
+from cloudmfa.store.audit import record
 from cloudmfa.store.users import User
 
 # amr of a session whose second factor was a remembered device (RFC 8176 `swk`): it counts as
@@ -116,13 +116,8 @@ async def _open(
         await record(
             conn,
             now,
-            AuditEvent(
-                type="login.succeeded",
-                actor_id=user.id,
-                subject_id=user.id,
-                ip=info.ip,
-                user_agent=info.clipped_user_agent(),
-                details={"amr": amr, "session_id": tokens.session_id},
+            info.event(
+                "login.succeeded", subject_id=user.id, amr=amr, session_id=tokens.session_id
             ),
         )
     if active_factors:

@@ -25,7 +25,7 @@ from cloudmfa.security.tokens import hash_opaque_token, new_opaque_token
 from cloudmfa.services import Services
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import factors as factor_repo
-from cloudmfa.store.audit import AuditEvent, record
+from cloudmfa.store.audit import record
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +112,11 @@ async def challenge(svc: Services, info: RequestInfo, mfa_token: str, factor_id:
             await record(
                 conn,
                 svc.clock.now(),
-                AuditEvent(
-                    type="mfa.challenge_sent",
-                    actor_id=attempt.user_id,
+                info.event(
+                    "mfa.challenge_sent",
                     subject_id=attempt.user_id,
-                    ip=info.ip,
-                    user_agent=info.clipped_user_agent(),
-                    details={"factor_id": factor_id, "factor_type": factor_type},
+                    factor_id=factor_id,
+                    factor_type=factor_type,
                 ),
             )
     return result
@@ -203,37 +201,22 @@ async def _verify_and_open_session(
         if remember_device and svc.settings.remember_device_days > 0:
             device_token = await _remember(conn, svc, info, attempt.user_id)
         events = [
-            AuditEvent(
-                type="mfa.succeeded",
-                actor_id=attempt.user_id,
+            info.event(
+                "mfa.succeeded",
                 subject_id=attempt.user_id,
-                ip=info.ip,
-                user_agent=info.clipped_user_agent(),
-                details={"factor_id": factor_id, "factor_type": factor_type},
+                factor_id=factor_id,
+                factor_type=factor_type,
             ),
-            AuditEvent(
-                type="login.succeeded",
-                actor_id=attempt.user_id,
+            info.event(
+                "login.succeeded",
                 subject_id=attempt.user_id,
-                ip=info.ip,
-                user_agent=info.clipped_user_agent(),
-                details={
-                    "amr": amr,
-                    "session_id": tokens.session_id,
-                    "remembered_device": device_token is not None,
-                },
+                amr=amr,
+                session_id=tokens.session_id,
+                remembered_device=device_token is not None,
             ),
         ]
         if "rec" in proof.amr:
-            events.append(
-                AuditEvent(
-                    type="recovery_code.used",
-                    actor_id=attempt.user_id,
-                    subject_id=attempt.user_id,
-                    ip=info.ip,
-                    user_agent=info.clipped_user_agent(),
-                )
-            )
+            events.append(info.event("recovery_code.used", subject_id=attempt.user_id))
         await record(conn, now, *events)
     return MfaVerified(tokens=tokens, device_token=device_token)
 

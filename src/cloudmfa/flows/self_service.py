@@ -11,7 +11,7 @@ from cloudmfa.flows.sessions import revoke_sessions
 from cloudmfa.services import Services
 from cloudmfa.store import audit as audit_repo
 from cloudmfa.store import sessions as session_repo
-from cloudmfa.store.audit import AuditEvent, record
+from cloudmfa.store.audit import record
 from cloudmfa.store.sessions import Session
 
 
@@ -34,13 +34,11 @@ async def end_session(
             await record(
                 conn,
                 now,
-                AuditEvent(
-                    type="session.revoked",
-                    actor_id=principal.user.id,
+                info.event(
+                    "session.revoked",
                     subject_id=principal.user.id,
-                    ip=info.ip,
-                    user_agent=info.clipped_user_agent(),
-                    details={"session_id": session_id, "reason": reason},
+                    session_id=session_id,
+                    reason=reason,
                 ),
             )
 

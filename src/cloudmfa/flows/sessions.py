@@ -14,7 +14,7 @@ from cloudmfa.security.tokens import hash_opaque_token, new_opaque_token
 from cloudmfa.services import Services, revocation_key
 from cloudmfa.store import sessions as session_repo
 from cloudmfa.store import users as user_repo
-from cloudmfa.store.audit import AuditEvent, record
+from cloudmfa.store.audit import record
 from cloudmfa.store.sessions import Session
 
 
@@ -100,23 +100,20 @@ async def refresh(svc: Services, info: RequestInfo, refresh_token: str) -> Token
             if session and user and user.locked_at is None and _session_usable(svc, session, now):
                 await session_repo.touch(conn, session.id, now)
                 return await _issue_tokens(conn, svc, session, now)
-            reused_session = None
         else:
             reused_session = await session_repo.session_of_used_token(conn, token_hash)
             if reused_session is not None:
                 session = await session_repo.get_session(conn, reused_session)
                 await revoke_sessions(conn, svc, [reused_session], reason="refresh_token_reuse")
+                owner = session.user_id if session else None
                 await record(
                     conn,
                     now,
-                    AuditEvent(
-                        type="token.reuse_detected",
+                    info.event(
+                        "token.reuse_detected",
+                        subject_id=owner,
                         outcome="failure",
-                        actor_id=session.user_id if session else None,
-                        subject_id=session.user_id if session else None,
-                        ip=info.ip,
-                        user_agent=info.clipped_user_agent(),
-                        details={"session_id": reused_session},
+                        session_id=reused_session,
                     ),
                 )
     raise InvalidToken("The refresh token is not valid.")
