@@ -27,6 +27,7 @@ from cloudmfa.store import sessions as session_repo
 from cloudmfa.store.db import create_engine, read_only
 from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, create_store
 from cloudmfa.store.migrate import upgrade_to_head
+from cloudmfa.store.sign_in import SignInStore, sign_in_store
 
 log = logging.getLogger("cloudmfa")
 
@@ -37,6 +38,7 @@ class Services:
     clock: Clock
     engine: AsyncEngine
     reader: AsyncEngine  # the same pool, without transactions: for reads only
+    sign_ins: SignInStore  # the second step of login, as one atomic write
     store: EphemeralStore
     hashing: PasswordHashing
     policy: PasswordPolicy
@@ -63,11 +65,13 @@ class Services:
             digits=settings.totp_digits,
             period=settings.totp_period,
         )
+        reader = read_only(engine)
         return cls(
             settings=settings,
             clock=clock,
             engine=engine,
-            reader=read_only(engine),
+            reader=reader,
+            sign_ins=sign_in_store(engine, reader),
             store=store,
             hashing=PasswordHashing(
                 time_cost=settings.argon2_time_cost,

@@ -1,6 +1,9 @@
 """The factor interface. A factor module enrols, activates, challenges and verifies one type of
 second factor and reports what it proved; flows never look inside a factor.
 
+Verifying writes nothing: a factor reports what it proved and the claim that makes the proof
+single use (store/claims.py), and the flow applies that claim atomically with its own writes.
+
 Two shapes:
 - ``FactorModule``: factors stored as rows of their own (TOTP, SMS, email, WebAuthn);
 - ``VirtualFactor``: a factor made of something else the user holds (recovery codes), offered
@@ -11,13 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.clock import Clock
 from cloudmfa.security.secretbox import SecretBox
 from cloudmfa.store.ephemeral import EphemeralStore
+
+if TYPE_CHECKING:  # store.claims imports the repositories, which import this module
+    from cloudmfa.store.claims import Claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,7 @@ class Proof:
     """What a successful verification proved, in RFC 8176 `amr` values."""
 
     amr: tuple[str, ...]
+    claim: Claim  # what must be spent, atomically with the sign-in, for the proof to count
     phishing_resistant: bool = False  # acr `phr`
     user_verified: bool = False  # a user-verified passkey counts as multi-factor on its own
 
@@ -92,20 +99,17 @@ class FactorModule(Protocol):
         self, env: FactorEnv, *, user: UserRef, factor_id: str, params: dict[str, Any]
     ) -> Enrolment: ...
 
-    async def activate(
-        self, conn: AsyncConnection, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]
-    ) -> None:
-        """Check the proof of possession (raise InvalidCode); the flow flips the status."""
+    async def activate(self, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]) -> Claim:
+        """Check the proof of possession (raise InvalidCode); the flow applies the returned
+        claim and flips the status in one transaction."""
         ...
 
     async def challenge(
         self, conn: AsyncConnection, env: FactorEnv, factor: StoredFactor
     ) -> Challenge: ...
 
-    async def verify(
-        self, conn: AsyncConnection, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]
-    ) -> Proof:
-        """Check a login proof and consume whatever makes it single use (raise InvalidCode)."""
+    async def verify(self, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]) -> Proof:
+        """Check a login proof (raise InvalidCode); its claim makes it single use."""
         ...
 
     def describe(self, factor: StoredFactor) -> FactorOption: ...
@@ -117,9 +121,7 @@ class VirtualFactor(Protocol):
 
     async def offered(self, conn: AsyncConnection, user_id: str) -> FactorOption | None: ...
 
-    async def verify(
-        self, conn: AsyncConnection, env: FactorEnv, user_id: str, proof: dict[str, Any]
-    ) -> Proof: ...
+    async def verify(self, env: FactorEnv, user_id: str, proof: dict[str, Any]) -> Proof: ...
 
 
 def proof_code(proof: dict[str, Any]) -> str:

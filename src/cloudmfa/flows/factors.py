@@ -7,12 +7,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from cloudmfa.errors import NotFound, ValidationFailed
+from cloudmfa.errors import InvalidCode, NotFound, ValidationFailed
 from cloudmfa.factors.base import Enrolment, StoredFactor, UserRef
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.principal import Principal, require_recent_authentication
 from cloudmfa.flows.sessions import revoke_all_for_user
 from cloudmfa.services import Services
+from cloudmfa.store import claims
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import factors as factor_repo
 from cloudmfa.store import recovery_codes as code_repo
@@ -104,7 +105,9 @@ async def activate(
             raise ValidationFailed(f"Factor type {factor.type!r} is not offered here.")
         if factor.status != "pending":
             raise ValidationFailed("This factor is already active.")
-        await module.activate(conn, svc.factor_env, factor, proof)
+        claim = await module.activate(svc.factor_env, factor, proof)
+        if not await claims.apply(conn, claim, now):
+            raise InvalidCode("The code is not valid.")  # spent a moment ago by another request
         if not await factor_repo.activate(conn, factor_id, now):
             raise ValidationFailed("This factor is already active.")
         events = [

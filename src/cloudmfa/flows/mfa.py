@@ -13,19 +13,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from cloudmfa.errors import InvalidCode, MfaTokenExpired, RateLimited
 from cloudmfa.factors.base import Challenge, FactorOption, Proof
 from cloudmfa.flows import throttling
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
-from cloudmfa.flows.sessions import TokenSet, open_session
+from cloudmfa.flows.sessions import TokenSet, new_session, revoke_sessions, token_set
 from cloudmfa.security.tokens import hash_opaque_token, new_opaque_token
 from cloudmfa.services import Services
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import factors as factor_repo
 from cloudmfa.store.audit import record
+from cloudmfa.store.sign_in import Completion, NewDevice, SignInUnit
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +56,15 @@ def _tries_key(token_hash: str) -> str:
     return f"mfa_tries:{token_hash}"
 
 
+def _lease_key(token_hash: str) -> str:
+    return f"mfa_busy:{token_hash}"
+
+
+# How long one verification may hold its mfa_token. It is given back as soon as the request
+# ends; this only bounds the wait after a worker died mid-request.
+_VERIFICATION_LEASE_S = 10
+
+
 async def begin(
     svc: Services, *, user_id: str, email: str, options: list[FactorOption]
 ) -> MfaRequired:
@@ -84,14 +92,22 @@ async def _load(svc: Services, mfa_token: str) -> _Attempt:
     return _attempt(token_hash, raw)
 
 
-async def _load_and_count_try(svc: Services, mfa_token: str) -> tuple[_Attempt, int]:
-    """The attempt and, counted in the same step, which try at it this is."""
+async def _begin_verification(svc: Services, mfa_token: str) -> tuple[_Attempt, int]:
+    """The attempt, held for this request alone, and which try at it this is (both in the
+    same step). One verification at a time per mfa_token: a parallel one is refused before it
+    spends anything, so of two valid proofs sent at once only one is used up."""
     token_hash = hash_opaque_token(mfa_token)
-    raw, tries = await svc.store.get_and_count(
-        _token_key(token_hash), _tries_key(token_hash), svc.settings.mfa_token_ttl_s
+    raw, tries = await svc.store.begin_use(
+        _token_key(token_hash),
+        counter=_tries_key(token_hash),
+        lease=_lease_key(token_hash),
+        ttl_s=svc.settings.mfa_token_ttl_s,
+        lease_s=_VERIFICATION_LEASE_S,
     )
     if raw is None:
         raise _expired()
+    if tries == 0:
+        raise MfaTokenExpired("This sign-in attempt is being completed by another request.")
     return _attempt(token_hash, raw), tries
 
 
@@ -140,28 +156,32 @@ async def verify(
     proof: dict[str, Any],
     remember_device: bool,
 ) -> MfaVerified:
-    attempt, tries = await _load_and_count_try(svc, mfa_token)
-    if tries > svc.settings.mfa_max_attempts:
-        await svc.store.delete(_token_key(attempt.key))
-        raise MfaTokenExpired("Too many wrong codes; start again with the password.")
+    attempt, tries = await _begin_verification(svc, mfa_token)
     try:
-        await svc.throttle.reserve(attempt.email)
-    except RateLimited as exc:
-        await throttling.record_rate_limited(svc, info, attempt.user_id, exc)
-        raise
-    try:
-        result = await _verify_and_open_session(
-            svc, info, attempt, factor_id, proof, remember_device
-        )
-    except InvalidCode:
-        await _record_failure(svc, info, attempt, factor_id)
-        if tries >= svc.settings.mfa_max_attempts:
+        if tries > svc.settings.mfa_max_attempts:
             await svc.store.delete(_token_key(attempt.key))
+            raise MfaTokenExpired("Too many wrong codes; start again with the password.")
+        try:
+            await svc.throttle.reserve(attempt.email)
+        except RateLimited as exc:
+            await throttling.record_rate_limited(svc, info, attempt.user_id, exc)
+            raise
+        try:
+            # On success this also spends the token and gives back the lease.
+            return await _verify_and_open_session(
+                svc, info, attempt, factor_id, proof, remember_device
+            )
+        except InvalidCode:
+            await _record_failure(svc, info, attempt, factor_id)
+            if tries >= svc.settings.mfa_max_attempts:
+                await svc.store.delete(_token_key(attempt.key))
+            raise
+        except MfaTokenExpired:
+            await svc.throttle.release(attempt.email)  # lost a race, not a wrong code
+            raise
+    except BaseException:
+        await svc.store.delete(_lease_key(attempt.key))
         raise
-    except MfaTokenExpired:
-        await svc.throttle.release(attempt.email)  # lost a race, not a wrong code
-        raise
-    return result
 
 
 async def _verify_and_open_session(
@@ -176,19 +196,10 @@ async def _verify_and_open_session(
     if factor_type is None:
         raise InvalidCode("That factor was not offered for this sign-in.")
     now = svc.clock.now()
-    async with svc.engine.begin() as conn:
-        proof = await _verify_factor(svc, conn, attempt.user_id, factor_id, factor_type, payload)
-        # The token is spent only now, inside the transaction: losing the race to a parallel
-        # verification rolls back whatever this one claimed. Spending it completes the
-        # sign-in, which clears the account's failure count in the same round trip.
-        spent = await svc.store.pop_and_delete(
-            _token_key(attempt.key), svc.throttle.key_for(attempt.email)
-        )
-        if spent is None:
-            raise MfaTokenExpired("This sign-in attempt has already been used.")
+    async with svc.sign_ins.unit() as unit:
+        proof = await _verify_factor(svc, unit, attempt.user_id, factor_id, factor_type, payload)
         amr = session_amr(["pwd"], proof)
-        tokens = await open_session(
-            conn,
+        session = new_session(
             svc,
             user_id=attempt.user_id,
             info=info,
@@ -197,9 +208,12 @@ async def _verify_and_open_session(
             mfa_verified=True,
             now=now,
         )
-        device_token = None
+        refresh_token, refresh_hash = new_opaque_token()
+        device_token, device = None, None
         if remember_device and svc.settings.remember_device_days > 0:
-            device_token = await _remember(conn, svc, info, attempt.user_id)
+            device_token, device_hash = new_opaque_token()
+            expires_at = now + timedelta(days=svc.settings.remember_device_days)
+            device = NewDevice(str(uuid.uuid4()), device_hash, expires_at)
         events = [
             info.event(
                 "mfa.succeeded",
@@ -211,19 +225,49 @@ async def _verify_and_open_session(
                 "login.succeeded",
                 subject_id=attempt.user_id,
                 amr=amr,
-                session_id=tokens.session_id,
-                remembered_device=device_token is not None,
+                session_id=session.id,
+                remembered_device=device is not None,
             ),
         ]
         if "rec" in proof.amr:
             events.append(info.event("recovery_code.used", subject_id=attempt.user_id))
-        await record(conn, now, *events)
-    return MfaVerified(tokens=tokens, device_token=device_token)
+        completion = Completion(proof.claim, session, refresh_hash, device, events)
+        if not await unit.complete(completion):
+            raise InvalidCode("The code is not valid.")  # spent a moment ago by another request
+    # Spending the mfa_token completes the sign-in, which clears the account's failure count
+    # and gives back the lease in the same round trip.
+    spent = await svc.store.pop_and_delete(
+        _token_key(attempt.key), svc.throttle.key_for(attempt.email), _lease_key(attempt.key)
+    )
+    if spent is None:  # the lease ran out and another verification took the token
+        await _withdraw(svc, info, completion)
+        raise MfaTokenExpired("This sign-in attempt has already been used.")
+    return MfaVerified(tokens=token_set(svc, session, refresh_token), device_token=device_token)
+
+
+async def _withdraw(svc: Services, info: RequestInfo, completion: Completion) -> None:
+    """Undo a sign-in whose mfa_token a parallel verification spent first (two different
+    valid proofs for one token): exactly one of them may hand out a session."""
+    session = completion.session
+    async with svc.engine.begin() as conn:
+        await revoke_sessions(conn, svc, [session.id], reason="mfa_token_already_used")
+        if completion.device is not None:
+            await device_repo.delete_device(conn, completion.device.id, session.user_id)
+        await record(
+            conn,
+            svc.clock.now(),
+            info.event(
+                "session.revoked",
+                subject_id=session.user_id,
+                session_id=session.id,
+                reason="mfa_token_already_used",
+            ),
+        )
 
 
 async def _verify_factor(
     svc: Services,
-    conn: AsyncConnection,
+    unit: SignInUnit,
     user_id: str,
     factor_id: str,
     factor_type: str,
@@ -231,28 +275,12 @@ async def _verify_factor(
 ) -> Proof:
     virtual = svc.factors.virtual.get(factor_id)
     if virtual is not None:
-        return await virtual.verify(conn, svc.factor_env, user_id, payload)
+        return await virtual.verify(svc.factor_env, user_id, payload)
     module = svc.factors.module(factor_type)
-    factor = await factor_repo.get_factor(conn, factor_id, user_id)
+    factor = await unit.factor(factor_id, user_id)
     if module is None or factor is None or factor.status != "active":
         raise InvalidCode("That factor is no longer available.")
-    return await module.verify(conn, svc.factor_env, factor, payload)
-
-
-async def _remember(conn: AsyncConnection, svc: Services, info: RequestInfo, user_id: str) -> str:
-    token, token_hash = new_opaque_token()
-    now = svc.clock.now()
-    await device_repo.insert_device(
-        conn,
-        device_id=str(uuid.uuid4()),
-        user_id=user_id,
-        token_hash=token_hash,
-        now=now,
-        expires_at=now + timedelta(days=svc.settings.remember_device_days),
-        ip=info.ip,
-        user_agent=info.clipped_user_agent(),
-    )
-    return token
+    return await module.verify(svc.factor_env, factor, payload)
 
 
 async def _record_failure(

@@ -27,8 +27,7 @@ class TokenSet:
     token_type: str = "Bearer"  # noqa: S105 (a scheme name, not a secret)
 
 
-async def open_session(
-    conn: AsyncConnection,
+def new_session(
     svc: Services,
     *,
     user_id: str,
@@ -37,9 +36,8 @@ async def open_session(
     acr: str | None,
     mfa_verified: bool,
     now: datetime,
-) -> TokenSet:
-    """Create a session and its first token set, inside the caller's transaction."""
-    session = Session(
+) -> Session:
+    return Session(
         id=str(uuid.uuid4()),
         user_id=user_id,
         created_at=now,
@@ -53,6 +51,23 @@ async def open_session(
         user_agent=info.clipped_user_agent(),
         revoked_at=None,
     )
+
+
+async def open_session(
+    conn: AsyncConnection,
+    svc: Services,
+    *,
+    user_id: str,
+    info: RequestInfo,
+    amr: list[str],
+    acr: str | None,
+    mfa_verified: bool,
+    now: datetime,
+) -> TokenSet:
+    """Create a session and its first token set, inside the caller's transaction."""
+    session = new_session(
+        svc, user_id=user_id, info=info, amr=amr, acr=acr, mfa_verified=mfa_verified, now=now
+    )
     await session_repo.insert_session(conn, session)
     return await _issue_tokens(conn, svc, session, now)
 
@@ -64,6 +79,11 @@ async def _issue_tokens(
     await session_repo.insert_refresh_token(
         conn, token_hash=refresh_hash, session_id=session.id, now=now
     )
+    return token_set(svc, session, refresh_token)
+
+
+def token_set(svc: Services, session: Session, refresh_token: str) -> TokenSet:
+    """The answer to a sign-in or refresh: a fresh access token beside the refresh token."""
     access_token = svc.tokens.issue(
         user_id=session.user_id,
         session_id=session.id,

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from redis.asyncio import Redis
-
 from cloudmfa.clock import Clock
+from cloudmfa.store.redis_client import RedisClient, Script
 
 
 class EphemeralStore(Protocol):
@@ -24,8 +23,12 @@ class EphemeralStore(Protocol):
         """Take one off a live counter (never creating one, never touching its expiry)."""
         ...
 
-    async def get_and_count(self, key: str, counter: str, ttl_s: int) -> tuple[str | None, int]:
-        """Read ``key`` and, when it exists, add one to ``counter`` (as ``incr``), in one step."""
+    async def begin_use(
+        self, key: str, *, counter: str, lease: str, ttl_s: int, lease_s: int
+    ) -> tuple[str | None, int]:
+        """Read ``key`` and, when it exists and nobody holds ``lease``, take the lease for
+        ``lease_s`` and add one to ``counter`` (as ``incr`` with ``ttl_s``), in one step.
+        Returns ``(None, 0)`` when the key is missing, ``(value, 0)`` when the lease is held."""
         ...
 
     async def pop_and_delete(self, key: str, *others: str) -> str | None:
@@ -93,10 +96,14 @@ class MemoryStore:
             self._data[key] = (str(value), self._data[key][1])
             return value
 
-    async def get_and_count(self, key: str, counter: str, ttl_s: int) -> tuple[str | None, int]:
+    async def begin_use(
+        self, key: str, *, counter: str, lease: str, ttl_s: int, lease_s: int
+    ) -> tuple[str | None, int]:
         value = self._live(key)
         if value is None:
             return None, 0
+        if not await self.set_if_absent(lease, "1", lease_s):
+            return value, 0
         return value, await self.incr(counter, ttl_s)
 
     async def pop_and_delete(self, key: str, *others: str) -> str | None:
@@ -149,91 +156,94 @@ class MemoryStore:
 
 
 # INCR, then start the expiry only on the first increment, in one atomic server-side step.
-_INCR_WITH_TTL = """
+_INCR_WITH_TTL = Script("""
 local value = redis.call('INCR', KEYS[1])
 if value == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return value
-"""
+""")
 
-_GET_AND_COUNT = """
+_BEGIN_USE = Script("""
 local value = redis.call('GET', KEYS[1])
 if not value then return {false, 0} end
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return {value, 0} end
 local count = redis.call('INCR', KEYS[2])
 if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
 return {value, count}
-"""
+""")
 
-_DECR_IF_EXISTS = """
+_DECR_IF_EXISTS = Script("""
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
 return false
-"""
+""")
+
+# GETDEL the first key and delete the others, atomically (a single-use token and what it
+# clears on the way out).
+_POP_AND_DELETE = Script("""
+local value = redis.call('GETDEL', KEYS[1])
+if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
+return value
+""")
 
 
 class RedisStore:
     """Shared by every worker and replica that points at the same Redis."""
 
     def __init__(self, url: str, *, prefix: str = "cloudmfa:") -> None:
-        self._redis: Redis = Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
-        )
+        self._redis = RedisClient(url, timeout_s=5)
         self._prefix = prefix
-        self._incr = self._redis.register_script(_INCR_WITH_TTL)
-        self._decr = self._redis.register_script(_DECR_IF_EXISTS)
-        self._get_and_count = self._redis.register_script(_GET_AND_COUNT)
 
     def _k(self, key: str) -> str:
         return self._prefix + key
 
     async def incr(self, key: str, ttl_s: int) -> int:
-        return int(await self._incr(keys=[self._k(key)], args=[ttl_s]))
+        return int(await self._redis.run_script(_INCR_WITH_TTL, [self._k(key)], [ttl_s]))
 
     async def decr_if_exists(self, key: str) -> None:
-        await self._decr(keys=[self._k(key)])
+        await self._redis.run_script(_DECR_IF_EXISTS, [self._k(key)], [])
 
-    async def get_and_count(self, key: str, counter: str, ttl_s: int) -> tuple[str | None, int]:
-        value, count = await self._get_and_count(
-            keys=[self._k(key), self._k(counter)], args=[ttl_s]
-        )
-        return (None if value is None else str(value)), int(count)
+    async def begin_use(
+        self, key: str, *, counter: str, lease: str, ttl_s: int, lease_s: int
+    ) -> tuple[str | None, int]:
+        keys = [self._k(key), self._k(counter), self._k(lease)]
+        value, count = await self._redis.run_script(_BEGIN_USE, keys, [ttl_s, lease_s])
+        return value, int(count)
 
     async def pop_and_delete(self, key: str, *others: str) -> str | None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.getdel(self._k(key))
-            if others:
-                pipe.delete(*(self._k(k) for k in others))
-            results = await pipe.execute()
-        return None if results[0] is None else str(results[0])
+        keys = [self._k(key), *(self._k(k) for k in others)]
+        value: str | None = await self._redis.run_script(_POP_AND_DELETE, keys, [])
+        return value
 
     async def ttl(self, key: str) -> int:
-        remaining = int(await self._redis.ttl(self._k(key)))
+        remaining = int(await self._redis.execute("TTL", self._k(key)))
         return max(remaining, 0)
 
     async def set(self, key: str, value: str, ttl_s: int) -> None:
-        await self._redis.set(self._k(key), value, ex=ttl_s)
+        await self._redis.execute("SET", self._k(key), value, "EX", ttl_s)
 
     async def set_if_absent(self, key: str, value: str, ttl_s: int) -> bool:
-        return bool(await self._redis.set(self._k(key), value, ex=ttl_s, nx=True))
+        reply = await self._redis.execute("SET", self._k(key), value, "EX", ttl_s, "NX")
+        return reply is not None
 
     async def get(self, key: str) -> str | None:
-        value = await self._redis.get(self._k(key))
-        return None if value is None else str(value)
+        value: str | None = await self._redis.execute("GET", self._k(key))
+        return value
 
     async def exists_any(self, *keys: str) -> bool:
-        return bool(await self._redis.exists(*(self._k(k) for k in keys)))
+        return bool(await self._redis.execute("EXISTS", *(self._k(k) for k in keys)))
 
     async def pop(self, key: str) -> str | None:
-        value = await self._redis.getdel(self._k(key))
-        return None if value is None else str(value)
+        value: str | None = await self._redis.execute("GETDEL", self._k(key))
+        return value
 
     async def delete(self, *keys: str) -> None:
         if keys:
-            await self._redis.delete(*(self._k(k) for k in keys))
+            await self._redis.execute("DEL", *(self._k(k) for k in keys))
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        await self._redis.execute("PING")
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.close()
 
 
 def create_store(redis_url: str | None, *, prefix: str, clock: Clock) -> EphemeralStore:

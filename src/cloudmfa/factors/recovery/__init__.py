@@ -10,6 +10,7 @@ from cloudmfa.errors import InvalidCode
 from cloudmfa.factors.base import FactorEnv, FactorOption, Proof, proof_code
 from cloudmfa.factors.recovery.codes import hash_code, new_set
 from cloudmfa.store import recovery_codes as code_repo
+from cloudmfa.store.claims import RecoveryCodeClaim
 
 
 class RecoveryCodes:
@@ -21,15 +22,13 @@ class RecoveryCodes:
             return None
         return FactorOption(id=self.factor_id, type=self.type, label="Recovery code")
 
-    async def verify(
-        self, conn: AsyncConnection, env: FactorEnv, user_id: str, proof: dict[str, Any]
-    ) -> Proof:
+    async def verify(self, env: FactorEnv, user_id: str, proof: dict[str, Any]) -> Proof:
         code = proof_code(proof)
         if not code or len(code) > 64:
             raise InvalidCode("The code is not valid.")
-        if not await code_repo.redeem(conn, user_id, hash_code(code), env.clock.now()):
-            raise InvalidCode("The code is not valid.")
-        return Proof(amr=("rec",))
+        # Whether the code exists and is unused is decided by the claim: spending it is the
+        # check, so a wrong code and a used one fail alike, and only once.
+        return Proof(amr=("rec",), claim=RecoveryCodeClaim(user_id, hash_code(code)))
 
     async def issue(self, conn: AsyncConnection, env: FactorEnv, user_id: str) -> list[str]:
         """A new set, replacing the old one; the codes are shown once and kept only as hashes."""

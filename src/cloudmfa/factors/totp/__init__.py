@@ -19,7 +19,7 @@ from cloudmfa.factors.base import (
 )
 from cloudmfa.factors.totp.enrol import new_secret, otpauth_uri, qr_svg
 from cloudmfa.factors.totp.verify import TotpParameters, verify_totp_code
-from cloudmfa.store import factors as factor_repo
+from cloudmfa.store.claims import Claim, TimeStepClaim
 
 
 class TotpFactor:
@@ -47,20 +47,16 @@ class TotpFactor:
             response={"secret": secret, "otpauth_uri": uri, "qr_svg": qr_svg(uri)},
         )
 
-    async def activate(
-        self, conn: AsyncConnection, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]
-    ) -> None:
-        # The activation code is consumed like a login code, so it cannot be replayed later.
-        await self.verify(conn, env, factor, proof)
+    async def activate(self, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]) -> Claim:
+        # The activation code is spent like a login code, so it cannot be replayed later.
+        return (await self.verify(env, factor, proof)).claim
 
     async def challenge(
         self, conn: AsyncConnection, env: FactorEnv, factor: StoredFactor
     ) -> Challenge:
         return Challenge(status=200, body={})  # nothing to send: the app shows the code
 
-    async def verify(
-        self, conn: AsyncConnection, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]
-    ) -> Proof:
+    async def verify(self, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]) -> Proof:
         if factor.secret is None:
             raise InvalidCode("The code is not valid.")
         secret = env.secretbox.decrypt(factor.secret, context=factor.id).decode("ascii")
@@ -72,9 +68,9 @@ class TotpFactor:
             params=_stored_parameters(factor),
             last_used_step=factor.last_used_step,
         )
-        if not await factor_repo.claim_time_step(conn, factor.id, matched.step, now):
-            raise InvalidCode("The code is not valid.")  # used a moment ago by another request
-        return Proof(amr=("otp",))
+        # Spending the step (RFC 6238 §5.2) is the claim: a parallel request with the same
+        # code then finds it taken, and the code is refused.
+        return Proof(amr=("otp",), claim=TimeStepClaim(factor.id, matched.step))
 
     def describe(self, factor: StoredFactor) -> FactorOption:
         return FactorOption(id=factor.id, type=self.type, label=factor.label)
