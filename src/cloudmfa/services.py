@@ -25,7 +25,7 @@ from cloudmfa.security.tokens import AccessTokens, KeyRing, generate_signing_key
 from cloudmfa.store import keys as key_repo
 from cloudmfa.store import sessions as session_repo
 from cloudmfa.store.db import create_engine, read_only
-from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, create_store
+from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, RedisStore, create_store
 from cloudmfa.store.migrate import upgrade_to_head
 from cloudmfa.store.sign_in import SignInStore, sign_in_store
 
@@ -104,6 +104,7 @@ class Services:
                 settings.ip_rate_limit,
                 redis_url=settings.redis_url,
                 prefix=settings.redis_key_prefix,
+                redis=store.redis if isinstance(store, RedisStore) else None,
             ),
         )
 

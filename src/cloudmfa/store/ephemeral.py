@@ -192,6 +192,11 @@ class RedisStore:
         self._redis = RedisClient(url, timeout_s=5)
         self._prefix = prefix
 
+    @property
+    def redis(self) -> RedisClient:
+        """The connection, for other users of the same Redis (the per-IP limiter)."""
+        return self._redis
+
     def _k(self, key: str) -> str:
         return self._prefix + key
 
