@@ -287,19 +287,16 @@ async def measure_totp_verify(
 ) -> LoadResult:
     """Each request spends a different user's mfa_token, so replay protection never bites."""
     tokens = await prepare_mfa_tokens(settings, pool)
-    # Bodies are built before the clock starts, as (e)'s are: the load generator shares the
-    # cores with the server, and computing codes during the run would be charged to (b). The
-    # codes stay valid for the run (±1 time step, and a run takes seconds).
-    bodies = [
-        json.dumps(
-            {"mfa_token": token, "factor_id": user[2], "code": pyotp.TOTP(user[3]).now()}
-        ).encode()
-        for token, user in zip(tokens, pool, strict=True)
-    ]
+    totps = [pyotp.TOTP(u[3]) for u in pool]
+
+    def verify_request(i: int) -> tuple[str, str, bytes]:
+        body = {"mfa_token": tokens[i], "factor_id": pool[i][2], "code": totps[i].now()}
+        return "POST", "/api/v1/auth/verify", json.dumps(body).encode()
+
     return await run_load(
         host="127.0.0.1",
         port=port,
-        make_request=lambda i: ("POST", "/api/v1/auth/verify", bodies[i]),
+        make_request=verify_request,
         total=len(tokens),
         concurrency=args.concurrency,
     )

@@ -20,7 +20,9 @@ import pytest_asyncio
 
 import support
 from cloudmfa.clock import FrozenClock
+from cloudmfa.security.tokens import hash_opaque_token
 from cloudmfa.store import recovery_codes as code_repo
+from cloudmfa.store import sessions as session_repo
 from cloudmfa.store.audit import list_events
 from conftest import Api, start_api
 from conftest import test_settings as make_settings
@@ -151,7 +153,8 @@ async def test_parallel_redemptions_of_one_recovery_code_let_exactly_one_in(api:
 
 async def test_parallel_verifications_of_one_mfa_token_open_one_session(api: Api) -> None:
     """Four different valid recovery codes on one mfa_token: one session, and the losers'
-    codes are given back (their redemption rolls back with the spent token)."""
+    codes stay unused (a verification waiting for the token, or finding it spent, spends
+    nothing)."""
     user = await mfa_user(api, "tokenrace")
     [token] = await mfa_tokens(api, user, 1)
     codes = user.recovery_codes[:4]
@@ -191,6 +194,58 @@ async def test_totp_and_recovery_racing_on_one_mfa_token_spend_only_the_winner(a
         # The TOTP step was not spent.
         assert await unused_recovery_codes(api, user.id) == 9
         assert (await verify(api, fresh, user.factor_id, code)).status_code == 200
+
+
+async def test_a_verification_refused_while_another_holds_the_token_counts_and_spends_nothing(
+    api: Api,
+) -> None:
+    user = await mfa_user(api, "leased")
+    [token] = await mfa_tokens(api, user, 1)
+    code = user.code(api)
+    # Hold the token as a verification in flight does (white box: the lease's key).
+    lease = f"mfa_busy:{hash_opaque_token(token)}"
+    assert await api.svc.store.set_if_absent(lease, "1", 60)
+
+    refused = [await verify(api, token, user.factor_id, code) for _ in range(6)]
+
+    for r in refused:
+        body = support.assert_problem(r, 401, "mfa_token_expired")
+        assert "another request" in body["detail"]
+    await api.svc.store.delete(lease)
+    # Six refusals counted no tries (five kill a token) and did not spend the code's step.
+    support.assert_authenticated(await verify(api, token, user.factor_id, code))
+
+
+async def test_a_sign_in_whose_token_was_spent_meanwhile_is_withdrawn(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a verification outlive its lease and another one spend the mfa_token first, the
+    session it wrote is revoked and nothing is handed out."""
+    user = await mfa_user(api, "outlived")
+    [token] = await mfa_tokens(api, user, 1)
+    store = api.svc.store
+    begin_use = store.begin_use
+
+    async def begin_then_lose_the_token(key: str, **kwargs: Any) -> tuple[str | None, int]:
+        held = await begin_use(key, **kwargs)
+        await store.delete(key)  # spent by the other verification
+        return held
+
+    monkeypatch.setattr(store, "begin_use", begin_then_lose_the_token)
+    r = await verify(api, token, user.factor_id, user.code(api))
+
+    support.assert_problem(r, 401, "mfa_token_expired")
+    login = (await events_of(api, user.id, "login.succeeded"))[0]  # newest first: written
+    assert "otp" in login["details"]["amr"]
+    [revoked] = [
+        e
+        for e in await events_of(api, user.id, "session.revoked")
+        if e["details"]["session_id"] == login["details"]["session_id"]
+    ]
+    assert revoked["details"]["reason"] == "mfa_token_already_used"
+    async with api.svc.engine.connect() as conn:
+        session = await session_repo.get_session(conn, login["details"]["session_id"])
+    assert session is not None and session.revoked_at is not None
 
 
 # --- one pending factor ---------------------------------------------------------------------
