@@ -72,7 +72,7 @@ class SignInStore(Protocol):
 
 def sign_in_store(engine: AsyncEngine, reader: AsyncEngine) -> SignInStore:
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg":
-        return PostgresSignIn(reader)
+        return PostgresSignIn(engine)
     return TransactionalSignIn(engine, reader)
 
 
@@ -181,14 +181,18 @@ FROM factors WHERE id = $1 AND user_id = $2
 
 
 class PostgresSignIn:
-    def __init__(self, reader: AsyncEngine) -> None:
-        self._reader = reader  # autocommit: the statement is its own transaction
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SignInUnit]:
-        async with self._reader.connect() as conn:
-            raw = await conn.get_raw_connection()
-            yield _PostgresUnit(raw.driver_connection)
+        # Straight from the pool: a SQLAlchemy Connection around it would cost more CPU than
+        # both statements. asyncpg runs each statement as its own transaction, as wanted.
+        pooled = await self._engine.raw_connection()
+        try:
+            yield _PostgresUnit(pooled.driver_connection)
+        finally:
+            pooled.close()  # back to the pool
 
 
 class _PostgresUnit:
