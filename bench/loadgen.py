@@ -30,6 +30,17 @@ class LoadResult:
     def rate(self) -> float:
         return self.count / self.elapsed_s if self.elapsed_s else 0.0
 
+    @classmethod
+    def merged(cls, parts: list[LoadResult]) -> LoadResult:
+        """Several runs of one measurement as one: all latencies, all statuses, all time."""
+        merged = cls()
+        for part in parts:
+            merged.latencies_s.extend(part.latencies_s)
+            for status, n in part.statuses.items():
+                merged.statuses[status] = merged.statuses.get(status, 0) + n
+            merged.elapsed_s += part.elapsed_s
+        return merged
+
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies_s)
         if not ordered:

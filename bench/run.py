@@ -3,7 +3,7 @@ ceilings, side by side on this machine, and write the results under bench/result
 
 (a) the password step of login            vs (d) argon2id hashes/s on both cores
 (b) the TOTP verify step alone            vs (e) a bare asyncpg UPDATE … RETURNING endpoint
-(c) the full two-step login
+(c) the full two-step login                  (f) (b)'s round trips and crypto, nothing else
 
 Each of (a)–(c) runs on SQLite and on PostgreSQL, both with Redis (two workers need it).
 """
@@ -20,6 +20,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import floor_app  # noqa: E402
 from bench.loadgen import LoadResult, Send, run_load, run_scenario  # noqa: E402
 from cloudmfa.config import Settings  # noqa: E402
 from cloudmfa.factors.base import (
@@ -270,14 +272,14 @@ def summarise(result: LoadResult) -> dict[str, Any]:
 
 
 async def measure_password_step(
-    port: int, pool: list[User4], args: argparse.Namespace
+    port: int, pool: list[User4], seconds: float, args: argparse.Namespace
 ) -> LoadResult:
     bodies = [json.dumps({"email": u[1], "password": PASSWORD}).encode() for u in pool]
     return await run_load(
         host="127.0.0.1",
         port=port,
         make_request=lambda i: ("POST", "/api/v1/auth/login", bodies[i % len(bodies)]),
-        duration_s=args.duration,
+        duration_s=seconds,
         concurrency=args.concurrency,
     )
 
@@ -325,9 +327,86 @@ async def measure_full_login(port: int, pool: list[User4], args: argparse.Namesp
     )
 
 
+class Ceilings:
+    """The lean servers of (e) and (f), started once and kept running (idle in between), so
+    that each round can measure a ceiling right beside the service's measurement."""
+
+    def __init__(self, database_url: str, args: argparse.Namespace) -> None:
+        self.dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+        self.args = args
+        self.rounds: dict[str, list[LoadResult]] = {"d": [], "e": [], "f": []}
+        self.hash_rates: list[float] = []
+        self._servers: list[Server] = []
+        self.ports: dict[str, int] = {}
+
+    async def __aenter__(self) -> Ceilings:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute(
+                "CREATE TABLE bench_steps (id int PRIMARY KEY, step bigint NOT NULL)"
+            )
+            await conn.execute(
+                "INSERT INTO bench_steps SELECT g, 0 FROM generate_series(0, $1) g",
+                self.args.users,
+            )
+        finally:
+            await conn.close()
+        await floor_app.create_tables(self.dsn, self.args.users)
+        env = {
+            **os.environ,
+            "BENCH_PG_DSN": self.dsn,
+            "BENCH_REDIS_URL": REDIS_URL,
+            "PYTHONPATH": str(ROOT),
+        }
+        for key, target in (("e", "bench.lean_app:app"), ("f", "bench.floor_app:app")):
+            if key in self.args.only:
+                port = free_port()
+                server = Server(_uvicorn_argv(target, port), env, port, "/")
+                server.__enter__()
+                self._servers.append(server)
+                self.ports[key] = port
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for server in self._servers:
+            server.__exit__()
+
+    def hashes(self, seconds: float) -> None:
+        log(f"(d) argon2id ceiling, {seconds:g}s on every core")
+        self.hash_rates.append(argon2_ceiling(seconds, Settings(_env_file=None))["rate"])
+
+    async def lean(self, seconds: float) -> None:
+        if "e" in self.ports:
+            log(f"[postgres] (e) lean UPDATE … RETURNING ceiling, {seconds:g}s")
+            bodies = [json.dumps({"id": i}).encode() for i in range(self.args.users)]
+            self.rounds["e"].append(await self._load(self.ports["e"], "/step", bodies, seconds))
+        if "f" in self.ports:
+            log(f"[postgres] (f) the verify step's floor, {seconds:g}s")
+            bodies = [
+                json.dumps({"id": i, "code": "123456"}).encode() for i in range(self.args.users)
+            ]
+            self.rounds["f"].append(await self._load(self.ports["f"], "/verify", bodies, seconds))
+
+    async def _load(self, port: int, path: str, bodies: list[bytes], seconds: float) -> LoadResult:
+        return await run_load(
+            host="127.0.0.1",
+            port=port,
+            make_request=lambda i: ("POST", path, bodies[i % len(bodies)]),
+            duration_s=seconds,
+            concurrency=self.args.concurrency,
+        )
+
+
 async def measure_backend(
-    name: str, database_url: str, workdir: str, args: argparse.Namespace
+    name: str,
+    database_url: str,
+    workdir: str,
+    args: argparse.Namespace,
+    ceilings: Ceilings | None = None,
 ) -> dict[str, Any]:
+    """(a)–(c) on one backend. With ``ceilings``, (a) and (b) run in ``args.rounds`` rounds,
+    each right after a round of their ceilings (d) and (e), (f): this VM's speed drifts by tens
+    of percent over minutes, so only ratios taken side by side mean anything."""
     prefix = f"bench-{secrets.token_hex(4)}:"
     env = service_env(database_url, prefix, workdir)
     settings = settings_from(env)
@@ -338,76 +417,81 @@ async def measure_backend(
         users[args.users : 2 * args.users],
         users[2 * args.users :],
     )
+    rounds = args.rounds if ceilings else 1
+    share = args.duration / rounds
     port = free_port()
     cloudmfa = str(Path(sys.executable).with_name("cloudmfa"))
     argv = [cloudmfa, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     out: dict[str, Any] = {}
     with Server(argv, env, port, "/readyz"):
         if "a" in args.only:
-            log(f"[{name}] (a) password step, {args.duration}s at {args.concurrency} clients")
-            out["a_password_step"] = summarise(await measure_password_step(port, pool_a, args))
+            runs = []
+            for _ in range(rounds):
+                if ceilings and "d" in args.only:
+                    ceilings.hashes(share)
+                log(f"[{name}] (a) password step, {share:g}s at {args.concurrency} clients")
+                runs.append(await measure_password_step(port, pool_a, share, args))
+            out["a_password_step"] = summarise_rounds(runs)
         if "b" in args.only:
-            log(f"[{name}] (b) TOTP verify step, {len(pool_b)} prepared mfa_tokens")
-            out["b_totp_verify"] = summarise(
-                await measure_totp_verify(port, pool_b, settings, args)
-            )
+            runs = []
+            chunk = len(pool_b) // rounds
+            for r in range(rounds):
+                if ceilings:
+                    await ceilings.lean(share)
+                tokens = pool_b[r * chunk : (r + 1) * chunk]
+                log(f"[{name}] (b) TOTP verify step, {len(tokens)} prepared mfa_tokens")
+                runs.append(await measure_totp_verify(port, tokens, settings, args))
+            out["b_totp_verify"] = summarise_rounds(runs)
         if "c" in args.only:
             log(f"[{name}] (c) full two-step login, {args.duration}s at {args.concurrency} clients")
             out["c_full_login"] = summarise(await measure_full_login(port, pool_c, args))
     return out
 
 
-async def measure_lean_ceiling(database_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """(e): the bare UPDATE … RETURNING endpoint on the same stack and worker count; (e0): the
-    same without the framework."""
+def summarise_rounds(runs: list[LoadResult]) -> dict[str, Any]:
+    """All rounds together, and each round's rate (the ratios pair them up)."""
+    return {**summarise(LoadResult.merged(runs)), "round_rates": [round(r.rate, 1) for r in runs]}
+
+
+async def measure_bare_asgi(database_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """(e0), for information: (e)'s endpoint as a bare ASGI callable, without the framework."""
     dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE TABLE bench_steps (id int PRIMARY KEY, step bigint NOT NULL)")
-        await conn.execute(
-            "INSERT INTO bench_steps SELECT g, 0 FROM generate_series(0, $1) g", args.users
-        )
-    finally:
-        await conn.close()
     env = {**os.environ, "BENCH_PG_DSN": dsn, "PYTHONPATH": str(ROOT)}
     bodies = [json.dumps({"id": i}).encode() for i in range(args.users)]
-    out: dict[str, Any] = {}
-    for key, target in (
-        ("framework", "bench.lean_app:app"),
-        ("bare_asgi", "bench.lean_app:raw_app"),
-    ):
-        port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            target,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        with Server(argv, env, port, "/"):
-            log(f"[postgres] (e) lean UPDATE … RETURNING ceiling ({key}), {args.duration}s")
-            out[key] = summarise(
-                await run_load(
-                    host="127.0.0.1",
-                    port=port,
-                    make_request=lambda i: ("POST", "/step", bodies[i % len(bodies)]),
-                    duration_s=args.duration,
-                    concurrency=args.concurrency,
-                )
+    port = free_port()
+    with Server(_uvicorn_argv("bench.lean_app:raw_app", port), env, port, "/"):
+        log(f"[postgres] (e0) the same endpoint as a bare ASGI callable, {args.duration}s")
+        return summarise(
+            await run_load(
+                host="127.0.0.1",
+                port=port,
+                make_request=lambda i: ("POST", "/step", bodies[i % len(bodies)]),
+                duration_s=args.duration,
+                concurrency=args.concurrency,
             )
-    return {**out["framework"], "bare_asgi": out["bare_asgi"]}
+        )
+
+
+def _uvicorn_argv(target: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
 
 
 async def create_pg_database() -> tuple[str, str]:
@@ -434,25 +518,35 @@ def ratio(part: float, whole: float) -> float:
     return round(100 * part / whole, 1) if whole else float("nan")
 
 
+def paired_ratios(parts: list[float], wholes: list[float]) -> list[float]:
+    return [ratio(p, w) for p, w in zip(parts, wholes, strict=False)]
+
+
 def table(results: dict[str, Any]) -> str:
     d = results.get("d_argon2_ceiling", {}).get("rate", 0.0)
     e = results.get("e_lean_ceiling", {}).get("rate", 0.0)
+    pairs = results.get("pairs", {})
     names = {
-        "a_password_step": ("(a) password step", d, "(d)"),
-        "b_totp_verify": ("(b) TOTP verify step", e, "(e)"),
-        "c_full_login": ("(c) full two-step login", 0.0, ""),
+        "a_password_step": ("(a) password step", d, "(d)", "a/d"),
+        "b_totp_verify": ("(b) TOTP verify step", e, "(e)", "b/e"),
+        "c_full_login": ("(c) full two-step login", 0.0, "", ""),
     }
     lines = [
         f"cloudmfa benchmark, {results['started_at']}, {results['machine']['cpus']} cores "
-        f"({results['machine']['cpu_model']}), {results['concurrency']} concurrent clients",
+        f"({results['machine']['cpu_model']}), {results['concurrency']} concurrent clients, "
+        f"{results['rounds']} rounds",
         "",
         "| backend | measurement | req/s | p50 ms | p99 ms | of ceiling |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for backend, runs in results["backends"].items():
         for key, run in runs.items():
-            label, ceiling, ceiling_name = names[key]
-            share = f"{ratio(run['rate'], ceiling)} % of {ceiling_name}" if ceiling else ""
+            label, ceiling, ceiling_name, pair = names[key]
+            share = ""
+            if backend == "postgres+redis" and pairs.get(pair):
+                share = f"{round(statistics.median(pairs[pair]), 1)} % of {ceiling_name} (median)"
+            elif ceiling:
+                share = f"{ratio(run['rate'], ceiling)} % of {ceiling_name}"
             lines.append(
                 f"| {backend} | {label} | {run['rate']} | {run['p50_ms']} | {run['p99_ms']} "
                 f"| {share} |"
@@ -465,16 +559,33 @@ def table(results: dict[str, Any]) -> str:
         )
     if "e_lean_ceiling" in results:
         ee = results["e_lean_ceiling"]
-        e0 = ee["bare_asgi"]
         lines.append(
             f"| postgres | (e) asyncpg UPDATE … RETURNING, FastAPI endpoint | {ee['rate']} | "
             f"{ee['p50_ms']} | {ee['p99_ms']} | |"
         )
+    if "e0_bare_asgi" in results:
+        e0 = results["e0_bare_asgi"]
         lines.append(
             f"| postgres | (e0) the same as a bare ASGI callable | {e0['rate']} | {e0['p50_ms']} | "
             f"{e0['p99_ms']} | |"
         )
+    if "f_verify_floor" in results:
+        ff = results["f_verify_floor"]
+        share = (
+            f"{round(statistics.median(pairs['f/e']), 1)} % of (e) (median)"
+            if pairs.get("f/e")
+            else ""
+        )
+        lines.append(
+            f"| postgres+redis | (f) (b)'s round trips and crypto alone, FastAPI endpoint | "
+            f"{ff['rate']} | {ff['p50_ms']} | {ff['p99_ms']} | {share} |"
+        )
     lines.append("")
+    if pairs:
+        lines.append(
+            "Ratios round by round (%): "
+            + "; ".join(f"{name} {values}" for name, values in pairs.items() if values)
+        )
     lines.append(
         "Statuses: "
         + "; ".join(
@@ -492,30 +603,66 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "concurrency": args.concurrency,
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "users_per_pool": args.users,
         "backends": {},
     }
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    if "d" in args.only:
-        log(f"(d) argon2id ceiling, {args.duration}s on every core")
-        results["d_argon2_ceiling"] = argon2_ceiling(args.duration, defaults)
     workdir = tempfile.mkdtemp(prefix="cloudmfa-bench-")
     pg_name, pg_url = await create_pg_database()
+    share = args.duration / args.rounds
     try:
-        if "sqlite" in args.backends:
-            results["backends"]["sqlite+redis"] = await measure_backend(
-                "sqlite", f"sqlite+aiosqlite:///{workdir}/bench.db", workdir, args
-            )
-        if "postgres" in args.backends:
-            results["backends"]["postgres+redis"] = await measure_backend(
-                "postgres", pg_url, workdir, args
-            )
+        async with Ceilings(pg_url, args) as ceilings:
+            if "sqlite" in args.backends:
+                results["backends"]["sqlite+redis"] = await measure_backend(
+                    "sqlite", f"sqlite+aiosqlite:///{workdir}/bench.db", workdir, args
+                )
+            if "postgres" in args.backends:
+                results["backends"]["postgres+redis"] = await measure_backend(
+                    "postgres", pg_url, workdir, args, ceilings
+                )
+            # Ceilings with nothing to pair with (their service measurement not asked for).
+            if "d" in args.only and not ceilings.hash_rates:
+                for _ in range(args.rounds):
+                    ceilings.hashes(share)
+            if ceilings.ports and not (ceilings.rounds["e"] or ceilings.rounds["f"]):
+                for _ in range(args.rounds):
+                    await ceilings.lean(share)
         if "e" in args.only:
-            results["e_lean_ceiling"] = await measure_lean_ceiling(pg_url, args)
+            results["e0_bare_asgi"] = await measure_bare_asgi(pg_url, args)
     finally:
         await drop_pg_database(pg_name)
         shutil.rmtree(workdir, ignore_errors=True)
+    cores = os.cpu_count() or 1
+    if ceilings.hash_rates:
+        rate = statistics.fmean(ceilings.hash_rates)
+        results["d_argon2_ceiling"] = {
+            "rate": rate,
+            "single_hash_ms": 1000 * cores / rate,
+            "round_rates": [round(r, 1) for r in ceilings.hash_rates],
+        }
+    for key, name in (("e", "e_lean_ceiling"), ("f", "f_verify_floor")):
+        if ceilings.rounds[key]:
+            results[name] = summarise_rounds(ceilings.rounds[key])
+    results["pairs"] = _pairs(results)
     return results
+
+
+def _pairs(results: dict[str, Any]) -> dict[str, list[float]]:
+    """Each round's ratio of a measurement to the ceiling measured right before it."""
+    pg = results["backends"].get("postgres+redis", {})
+    rates = {
+        "a": pg.get("a_password_step", {}).get("round_rates", []),
+        "b": pg.get("b_totp_verify", {}).get("round_rates", []),
+        "d": results.get("d_argon2_ceiling", {}).get("round_rates", []),
+        "e": results.get("e_lean_ceiling", {}).get("round_rates", []),
+        "f": results.get("f_verify_floor", {}).get("round_rates", []),
+    }
+    return {
+        "a/d": paired_ratios(rates["a"], rates["d"]),
+        "b/e": paired_ratios(rates["b"], rates["e"]),
+        "f/e": paired_ratios(rates["f"], rates["e"]),
+        "b/f": paired_ratios(rates["b"], rates["f"]),
+    }
 
 
 def main() -> None:
@@ -527,7 +674,13 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=6000, help="users per pool (three pools)")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--only", default="abcde", help="measurements to run (letters a-e)")
+    parser.add_argument("--only", default="abcdef", help="measurements to run (letters a-f)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="(a) and (b) alternate with their ceilings this many times on PostgreSQL",
+    )
     args = parser.parse_args()
     uvloop.install()
     results = asyncio.run(main_async(args))
