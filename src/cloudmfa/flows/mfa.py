@@ -246,8 +246,8 @@ async def _verify_and_open_session(
 
 
 async def _withdraw(svc: Services, info: RequestInfo, completion: Completion) -> None:
-    """Undo a sign-in whose mfa_token a parallel verification spent first (two different
-    valid proofs for one token): exactly one of them may hand out a session."""
+    """Undo a sign-in whose mfa_token another verification spent first (this one outlived its
+    lease): one mfa_token hands out one session."""
     session = completion.session
     async with svc.engine.begin() as conn:
         await revoke_sessions(conn, svc, [session.id], reason="mfa_token_already_used")

@@ -1,0 +1,61 @@
+"""``begin_use`` and ``pop_and_delete``, the two steps around a second-factor verification,
+on both ephemeral stores (the in-process one, and the real Redis through the lean client)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from cloudmfa.clock import FrozenClock
+from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, RedisStore
+from conftest import REDIS_URL, drop_redis_prefix
+
+
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[EphemeralStore]:
+    if request.param == "memory":
+        yield MemoryStore(FrozenClock())
+        return
+    prefix = f"test-begin-use-{secrets.token_hex(4)}:"
+    redis_store = RedisStore(REDIS_URL, prefix=prefix)
+    yield redis_store
+    await redis_store.close()
+    await drop_redis_prefix(prefix)
+
+
+async def begin(store: EphemeralStore) -> tuple[str | None, int]:
+    return await store.begin_use("token", counter="tries", lease="lease", ttl_s=300, lease_s=10)
+
+
+async def test_a_missing_key_takes_no_lease_and_counts_nothing(store: EphemeralStore) -> None:
+    assert await begin(store) == (None, 0)
+    assert await store.get("lease") is None
+    assert await store.get("tries") is None
+
+
+async def test_takes_the_lease_and_counts_the_try(store: EphemeralStore) -> None:
+    await store.set("token", "state", 300)
+    assert await begin(store) == ("state", 1)
+    assert await store.get("lease") is not None
+    assert 0 < await store.ttl("lease") <= 10
+
+
+async def test_a_held_lease_refuses_without_counting(store: EphemeralStore) -> None:
+    await store.set("token", "state", 300)
+    await begin(store)
+    assert await begin(store) == ("state", 0)
+    assert await begin(store) == ("state", 0)
+    await store.delete("lease")  # the first verification ended
+    assert await begin(store) == ("state", 2)
+
+
+async def test_pop_and_delete_spends_the_key_and_clears_the_others(store: EphemeralStore) -> None:
+    await store.set("token", "state", 300)
+    await begin(store)
+    await store.incr("account", 900)
+    assert await store.pop_and_delete("token", "account", "lease") == "state"
+    assert await store.exists_any("token", "account", "lease") is False
+    assert await store.pop_and_delete("token", "account", "lease") is None
