@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -48,19 +48,20 @@ _COUNT_ACTIVE_OF_TYPES = (
 )
 
 
-def _factor(row: Any) -> StoredFactor:
+def factor_from_row(row: Mapping[Any, Any]) -> StoredFactor:
+    """A factor from its columns: a SQLAlchemy row's ``_mapping`` or an asyncpg record."""
     return StoredFactor(
-        id=row.id,
-        user_id=row.user_id,
-        type=row.type,
-        label=row.label,
-        status=row.status,
-        secret=bytes(row.secret) if row.secret is not None else None,
-        data=dict(row.data or {}),
-        last_used_step=row.last_used_step,
-        created_at=row.created_at,
-        activated_at=row.activated_at,
-        last_used_at=row.last_used_at,
+        id=row["id"],
+        user_id=row["user_id"],
+        type=row["type"],
+        label=row["label"],
+        status=row["status"],
+        secret=bytes(row["secret"]) if row["secret"] is not None else None,
+        data=dict(row["data"] or {}),
+        last_used_step=row["last_used_step"],
+        created_at=row["created_at"],
+        activated_at=row["activated_at"],
+        last_used_at=row["last_used_at"],
     )
 
 
@@ -82,7 +83,7 @@ async def insert_factor(conn: AsyncConnection, factor: StoredFactor) -> None:
 
 async def get_factor(conn: AsyncConnection, factor_id: str, user_id: str) -> StoredFactor | None:
     row = (await conn.execute(_GET_FACTOR, {"b_id": factor_id, "b_user_id": user_id})).first()
-    return _factor(row) if row else None
+    return factor_from_row(row._mapping) if row else None
 
 
 async def list_factors(
@@ -94,14 +95,15 @@ async def list_factors(
 ) -> list[StoredFactor]:
     if types is not None and active_only:  # the login path
         params = {"b_user_id": user_id, "b_types": list(types)}
-        return [_factor(row) for row in await conn.execute(_ACTIVE_OF_TYPES, params)]
+        rows = await conn.execute(_ACTIVE_OF_TYPES, params)
+        return [factor_from_row(row._mapping) for row in rows]
     stmt = select(factors).where(factors.c.user_id == user_id)
     if types is not None:
         stmt = stmt.where(factors.c.type.in_(list(types)))
     if active_only:
         stmt = stmt.where(factors.c.status == "active")
     stmt = stmt.order_by(factors.c.created_at, factors.c.id)
-    return [_factor(row) for row in await conn.execute(stmt)]
+    return [factor_from_row(row._mapping) for row in await conn.execute(stmt)]
 
 
 async def count_active(conn: AsyncConnection, user_id: str, types: Iterable[str]) -> int:

@@ -201,22 +201,8 @@ class _PostgresUnit:
 
     async def factor(self, factor_id: str, user_id: str) -> StoredFactor | None:
         row = await self._pg.fetchrow(_GET_FACTOR_SQL, factor_id, user_id)
-        if row is None:
-            return None
-        data = row["data"]
-        return StoredFactor(
-            id=row["id"],
-            user_id=row["user_id"],
-            type=row["type"],
-            label=row["label"],
-            status=row["status"],
-            secret=bytes(row["secret"]) if row["secret"] is not None else None,
-            data=dict(json.loads(data) if isinstance(data, str) else data or {}),
-            last_used_step=row["last_used_step"],
-            created_at=row["created_at"],
-            activated_at=row["activated_at"],
-            last_used_at=row["last_used_at"],
-        )
+        # JSON columns arrive decoded: SQLAlchemy registers its JSON codec on every connection.
+        return factor_repo.factor_from_row(row) if row is not None else None
 
     async def complete(self, completion: Completion) -> bool:
         s, device, claim = completion.session, completion.device, completion.claim
