@@ -334,10 +334,21 @@ class Ceilings:
     def __init__(self, database_url: str, args: argparse.Namespace) -> None:
         self.dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
         self.args = args
-        self.rounds: dict[str, list[LoadResult]] = {"d": [], "e": [], "f": []}
+        self.rounds: dict[str, list[LoadResult]] = {"e": [], "f": []}
         self.hash_rates: list[float] = []
         self._servers: list[Server] = []
         self.ports: dict[str, int] = {}
+        self._env = {
+            **os.environ,
+            "BENCH_PG_DSN": self.dsn,
+            "BENCH_REDIS_URL": REDIS_URL,
+            "PYTHONPATH": str(ROOT),
+        }
+        # Built before any clock starts, once: (e) and (e0) post a row id, (f) a row id and code.
+        self._step_bodies = [json.dumps({"id": i}).encode() for i in range(args.users)]
+        self._verify_bodies = [
+            json.dumps({"id": i, "code": "123456"}).encode() for i in range(args.users)
+        ]
 
     async def __aenter__(self) -> Ceilings:
         conn = await asyncpg.connect(self.dsn)
@@ -352,16 +363,10 @@ class Ceilings:
         finally:
             await conn.close()
         await floor_app.create_tables(self.dsn, self.args.users)
-        env = {
-            **os.environ,
-            "BENCH_PG_DSN": self.dsn,
-            "BENCH_REDIS_URL": REDIS_URL,
-            "PYTHONPATH": str(ROOT),
-        }
         for key, target in (("e", "bench.lean_app:app"), ("f", "bench.floor_app:app")):
             if key in self.args.only:
                 port = free_port()
-                server = Server(_uvicorn_argv(target, port), env, port, "/")
+                server = Server(_uvicorn_argv(target, port), self._env, port, "/")
                 server.__enter__()
                 self._servers.append(server)
                 self.ports[key] = port
@@ -378,14 +383,19 @@ class Ceilings:
     async def lean(self, seconds: float) -> None:
         if "e" in self.ports:
             log(f"[postgres] (e) lean UPDATE … RETURNING ceiling, {seconds:g}s")
-            bodies = [json.dumps({"id": i}).encode() for i in range(self.args.users)]
-            self.rounds["e"].append(await self._load(self.ports["e"], "/step", bodies, seconds))
+            run = await self._load(self.ports["e"], "/step", self._step_bodies, seconds)
+            self.rounds["e"].append(run)
         if "f" in self.ports:
             log(f"[postgres] (f) the verify step's floor, {seconds:g}s")
-            bodies = [
-                json.dumps({"id": i, "code": "123456"}).encode() for i in range(self.args.users)
-            ]
-            self.rounds["f"].append(await self._load(self.ports["f"], "/verify", bodies, seconds))
+            run = await self._load(self.ports["f"], "/verify", self._verify_bodies, seconds)
+            self.rounds["f"].append(run)
+
+    async def bare_asgi(self, seconds: float) -> dict[str, Any]:
+        """(e0), for information: (e)'s endpoint as a bare ASGI callable, without the framework."""
+        port = free_port()
+        with Server(_uvicorn_argv("bench.lean_app:raw_app", port), self._env, port, "/"):
+            log(f"[postgres] (e0) the same endpoint as a bare ASGI callable, {seconds:g}s")
+            return summarise(await self._load(port, "/step", self._step_bodies, seconds))
 
     async def _load(self, port: int, path: str, bodies: list[bytes], seconds: float) -> LoadResult:
         return await run_load(
@@ -451,25 +461,6 @@ async def measure_backend(
 def summarise_rounds(runs: list[LoadResult]) -> dict[str, Any]:
     """All rounds together, and each round's rate (the ratios pair them up)."""
     return {**summarise(LoadResult.merged(runs)), "round_rates": [round(r.rate, 1) for r in runs]}
-
-
-async def measure_bare_asgi(database_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """(e0), for information: (e)'s endpoint as a bare ASGI callable, without the framework."""
-    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
-    env = {**os.environ, "BENCH_PG_DSN": dsn, "PYTHONPATH": str(ROOT)}
-    bodies = [json.dumps({"id": i}).encode() for i in range(args.users)]
-    port = free_port()
-    with Server(_uvicorn_argv("bench.lean_app:raw_app", port), env, port, "/"):
-        log(f"[postgres] (e0) the same endpoint as a bare ASGI callable, {args.duration}s")
-        return summarise(
-            await run_load(
-                host="127.0.0.1",
-                port=port,
-                make_request=lambda i: ("POST", "/step", bodies[i % len(bodies)]),
-                duration_s=args.duration,
-                concurrency=args.concurrency,
-            )
-        )
 
 
 def _uvicorn_argv(target: str, port: int) -> list[str]:
@@ -627,8 +618,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if ceilings.ports and not (ceilings.rounds["e"] or ceilings.rounds["f"]):
                 for _ in range(args.rounds):
                     await ceilings.lean(share)
-        if "e" in args.only:
-            results["e0_bare_asgi"] = await measure_bare_asgi(pg_url, args)
+            if "e" in args.only:
+                results["e0_bare_asgi"] = await ceilings.bare_asgi(args.duration)
     finally:
         await drop_pg_database(pg_name)
         shutil.rmtree(workdir, ignore_errors=True)
