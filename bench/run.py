@@ -420,13 +420,12 @@ async def measure_backend(
     prefix = f"bench-{secrets.token_hex(4)}:"
     env = service_env(database_url, prefix, workdir)
     settings = settings_from(env)
-    log(f"[{name}] provisioning {3 * args.users} users with TOTP")
-    users = await provision(settings, 3 * args.users)
-    pool_a, pool_b, pool_c = (
-        users[: args.users],
-        users[args.users : 2 * args.users],
-        users[2 * args.users :],
-    )
+    wanted = [letter for letter in "abc" if letter in args.only]  # a pool of users for each
+    log(f"[{name}] provisioning {len(wanted) * args.users} users with TOTP")
+    users = await provision(settings, len(wanted) * args.users)
+    pools = {
+        letter: users[i * args.users : (i + 1) * args.users] for i, letter in enumerate(wanted)
+    }
     rounds = args.rounds if ceilings else 1
     share = args.duration / rounds
     port = free_port()
@@ -440,21 +439,21 @@ async def measure_backend(
                 if ceilings and "d" in args.only:
                     ceilings.hashes(share)
                 log(f"[{name}] (a) password step, {share:g}s at {args.concurrency} clients")
-                runs.append(await measure_password_step(port, pool_a, share, args))
+                runs.append(await measure_password_step(port, pools["a"], share, args))
             out["a_password_step"] = summarise_rounds(runs)
         if "b" in args.only:
             runs = []
-            chunk = len(pool_b) // rounds
+            chunk = len(pools["b"]) // rounds
             for r in range(rounds):
                 if ceilings:
                     await ceilings.lean(share)
-                tokens = pool_b[r * chunk : (r + 1) * chunk]
+                tokens = pools["b"][r * chunk : (r + 1) * chunk]
                 log(f"[{name}] (b) TOTP verify step, {len(tokens)} prepared mfa_tokens")
                 runs.append(await measure_totp_verify(port, tokens, settings, args))
             out["b_totp_verify"] = summarise_rounds(runs)
         if "c" in args.only:
             log(f"[{name}] (c) full two-step login, {args.duration}s at {args.concurrency} clients")
-            out["c_full_login"] = summarise(await measure_full_login(port, pool_c, args))
+            out["c_full_login"] = summarise(await measure_full_login(port, pools["c"], args))
     return out
 
 

@@ -109,6 +109,38 @@ async def test_concurrent_callers_each_get_their_own_reply(
     assert replies == [f"v{i}" for i in range(300)]
 
 
+class _CountingTransport:
+    """Stands in front of the connection's transport and counts its writes."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+async def test_commands_sent_in_one_turn_of_the_loop_leave_in_one_write(
+    client: RedisClient, prefix: str
+) -> None:
+    await client.execute("PING")  # connected
+    connection = client._connection
+    assert connection is not None and connection.transport is not None
+    counting = _CountingTransport(connection.transport)
+    connection.transport = counting  # type: ignore[assignment]
+    replies = await asyncio.gather(*(client.execute("INCR", prefix + "n") for _ in range(50)))
+    assert sorted(replies) == list(range(1, 51))
+    assert len(counting.writes) == 1
+    assert counting.writes[0].count(b"INCR") == 50
+    # A command on its own still goes out at once, in a write of its own.
+    assert await client.execute("GET", prefix + "n") == "50"
+    assert len(counting.writes) == 2
+
+
 async def test_a_caller_that_gives_up_does_not_shift_the_replies(
     client: RedisClient, prefix: str
 ) -> None:
