@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pyotp
 
+from cloudmfa.flows.maintenance import reencrypt_secrets
+from cloudmfa.security.secretbox import new_key
 from cloudmfa.security.tokens import hash_opaque_token
 from cloudmfa.store import recovery_codes as code_repo
 from cloudmfa.store.audit import list_events
@@ -282,6 +284,66 @@ async def test_unknown_mfa_token_is_mfa_token_expired(api: Api) -> None:
     user = await mfa_user(api, "unknowntoken")
     r = await verify(api, "x" * 43, user.factor_id, user.next_code(api))
     assert_problem(r, 401, "mfa_token_expired")
+
+
+# --- the factor as the password step read it -----------------------------------------------
+# The mfa_token keeps the offered TOTP factor as the password step read it (seed encrypted), so
+# the verify step reads nothing before its write; the write's claim re-checks the factor.
+
+
+async def test_the_mfa_token_keeps_no_seed_in_the_clear(api: Api) -> None:
+    user = await mfa_user(api, "snapclear")
+    token = (await start(api, user))["mfa_token"]
+
+    state = await api.svc.store.get("mfa:" + hash_opaque_token(token))
+
+    assert state is not None
+    assert user.secret not in state
+    assert user.secret.lower() not in state
+
+
+async def test_a_step_spent_after_the_password_step_is_refused_all_the_same(api: Api) -> None:
+    user = await mfa_user(api, "snapstale")
+    code = user.next_code(api)
+    stale = (await start(api, user))["mfa_token"]  # read before the step below is spent
+    fresh = (await start(api, user))["mfa_token"]
+    assert_authenticated(await verify(api, fresh, user.factor_id, code))
+
+    assert_problem(await verify(api, stale, user.factor_id, code), 401, "invalid_code")
+    assert_problem(
+        await verify(api, stale, user.factor_id, user.code(api, -1)), 401, "invalid_code"
+    )
+    assert_authenticated(await verify(api, stale, user.factor_id, user.next_code(api)))
+
+
+async def test_a_factor_removed_after_the_password_step_cannot_complete_it(api: Api) -> None:
+    user = await mfa_user(api, "snapgone")
+    pending = (await start(api, user))["mfa_token"]
+    headers = bearer((await sign_in_with_totp(api, user))["access_token"])
+    removed = await api.client.delete(f"/api/v1/me/factors/{user.factor_id}", headers=headers)
+    assert removed.status_code == 204, removed.text
+    before = len(await user_events(api, user.id))
+
+    r = await verify(api, pending, user.factor_id, user.next_code(api))
+
+    assert_problem(r, 401, "invalid_code")
+    events = await user_events(api, user.id)
+    assert [e["type"] for e in events[: len(events) - before]] == ["mfa.failed"]
+
+
+async def test_a_secret_key_retired_between_the_steps_still_lets_the_code_in(api: Api) -> None:
+    user = await mfa_user(api, "snaprotate")
+    token = (await start(api, user))["mfa_token"]  # the seed kept under the old key
+    box = api.svc.secretbox
+    old_keys = list(box.keys)
+    fresh = new_key(old_keys)
+    box.use_keys([fresh, *old_keys])
+    await reencrypt_secrets(api.svc)
+    box.use_keys([fresh])  # the old key is gone from the ring
+    try:
+        assert_authenticated(await verify(api, token, user.factor_id, user.next_code(api)))
+    finally:
+        box.use_keys([fresh, *old_keys])  # every seed is under the fresh key now
 
 
 # --- recovery codes at login ----------------------------------------------------------------

@@ -12,6 +12,7 @@ Two shapes:
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -39,6 +40,47 @@ class StoredFactor:
     created_at: datetime
     activated_at: datetime | None
     last_used_at: datetime | None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The factor as JSON, its secret still encrypted, to keep with an mfa_token."""
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "type": self.type,
+            "label": self.label,
+            "status": self.status,
+            "secret": base64.b64encode(self.secret).decode() if self.secret is not None else None,
+            "data": self.data,
+            "last_used_step": self.last_used_step,
+            "created_at": self.created_at.isoformat(),
+            "activated_at": _iso(self.activated_at),
+            "last_used_at": _iso(self.last_used_at),
+        }
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any]) -> StoredFactor:
+        secret = snapshot["secret"]
+        return cls(
+            id=snapshot["id"],
+            user_id=snapshot["user_id"],
+            type=snapshot["type"],
+            label=snapshot["label"],
+            status=snapshot["status"],
+            secret=base64.b64decode(secret) if secret is not None else None,
+            data=dict(snapshot["data"]),
+            last_used_step=snapshot["last_used_step"],
+            created_at=datetime.fromisoformat(snapshot["created_at"]),
+            activated_at=_from_iso(snapshot["activated_at"]),
+            last_used_at=_from_iso(snapshot["last_used_at"]),
+        )
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def _from_iso(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +136,11 @@ class FactorEnv:
 
 class FactorModule(Protocol):
     type: ClassVar[str]
+    # Whether a login proof may be checked against the factor as it was read at the password
+    # step (kept with the mfa_token, secret still encrypted) instead of reading it again. Only
+    # true when the proof's claim re-checks, in the database, everything verify relied on: a
+    # factor deleted or a code spent since then makes the claim, and so the sign-in, fail.
+    verifies_from_snapshot: ClassVar[bool]
 
     async def enrol(
         self, env: FactorEnv, *, user: UserRef, factor_id: str, params: dict[str, Any]

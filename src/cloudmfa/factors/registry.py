@@ -7,16 +7,26 @@ Adding a factor type means writing its package and naming it in ``FactorRegistry
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudmfa.factors.base import FactorModule, FactorOption, VirtualFactor
+from cloudmfa.factors.base import FactorModule, FactorOption, StoredFactor, VirtualFactor
 from cloudmfa.factors.recovery import RecoveryCodes
 from cloudmfa.factors.totp import TotpFactor
 from cloudmfa.factors.totp.verify import TotpParameters
 from cloudmfa.store import factors as factor_repo
 
 _VIRTUAL_FACTORS: tuple[type[VirtualFactor], ...] = (RecoveryCodes,)
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFactors:
+    """What the password step offers for the second one."""
+
+    options: list[FactorOption]
+    # The offered factors whose modules verify from a snapshot (FactorModule), as read now.
+    snapshots: list[StoredFactor]
 
 
 class FactorRegistry:
@@ -45,7 +55,7 @@ class FactorRegistry:
         """Active factors of the types this deployment offers (disabled types do not count)."""
         return await factor_repo.count_active(conn, user_id, self.row_types)
 
-    async def login_options(self, conn: AsyncConnection, user_id: str) -> list[FactorOption]:
+    async def login_factors(self, conn: AsyncConnection, user_id: str) -> LoginFactors:
         rows = await factor_repo.list_factors(conn, user_id, types=self.row_types, active_only=True)
         options = [self.modules[row.type].describe(row) for row in rows]
         if options:  # recovery codes back up a real factor; alone they are no second factor
@@ -53,4 +63,5 @@ class FactorRegistry:
                 option = await virtual.offered(conn, user_id)
                 if option is not None:
                     options.append(option)
-        return options
+        snapshots = [row for row in rows if self.modules[row.type].verifies_from_snapshot]
+        return LoginFactors(options, snapshots)

@@ -59,15 +59,15 @@ async def login_with_password(
     await svc.throttle.release(email)
 
     async with svc.reader.connect() as conn:
-        options = await svc.factors.login_options(conn, user.id)
-    if options:
+        second = await svc.factors.login_factors(conn, user.id)
+    if second.options:
         if device_token and await _remembered(svc, user.id, device_token):
             result = await _open(
-                svc, info, user, REMEMBERED_DEVICE_AMR, active_factors=len(options)
+                svc, info, user, REMEMBERED_DEVICE_AMR, active_factors=len(second.options)
             )
             await svc.throttle.reset(email)
             return result
-        return await mfa.begin(svc, user_id=user.id, email=email, options=options)
+        return await mfa.begin(svc, user_id=user.id, email=email, second=second)
     result = await _open(svc, info, user, ["pwd"], active_factors=0)
     await svc.throttle.reset(email)
     return result

@@ -3,6 +3,10 @@
 The mfa_token lives in the ephemeral store: 5 minutes, single use, bound to the user and to the
 factors offered at the password step. Attempts are counted before a code is checked, so parallel
 guesses can never exceed the limit, and the account-level throttle applies as well.
+
+The token also keeps the offered factors as the password step read them, secrets still
+encrypted, for the modules that can verify from such a snapshot (FactorModule): the verify step
+then reads nothing from the database before its one write, whose claim re-checks the factor.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from datetime import timedelta
 from typing import Any
 
 from cloudmfa.errors import InvalidCode, MfaTokenExpired, RateLimited
-from cloudmfa.factors.base import Challenge, FactorOption, Proof
+from cloudmfa.factors.base import Challenge, FactorOption, Proof, StoredFactor
+from cloudmfa.factors.registry import LoginFactors
 from cloudmfa.flows import throttling
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.sessions import TokenSet, new_session, revoke_sessions, token_set
+from cloudmfa.security.secretbox import SecretKeyError
 from cloudmfa.security.tokens import hash_opaque_token, new_opaque_token
 from cloudmfa.services import Services
 from cloudmfa.store import devices as device_repo
@@ -46,6 +52,7 @@ class _Attempt:
     user_id: str
     email: str
     factors: dict[str, str]  # factor id → type, as offered at the password step
+    snapshots: dict[str, dict[str, Any]]  # factor id → StoredFactor.snapshot()
 
 
 def _token_key(token_hash: str) -> str:
@@ -65,14 +72,17 @@ def _lease_key(token_hash: str) -> str:
 _VERIFICATION_LEASE_S = 10
 
 
-async def begin(
-    svc: Services, *, user_id: str, email: str, options: list[FactorOption]
-) -> MfaRequired:
+async def begin(svc: Services, *, user_id: str, email: str, second: LoginFactors) -> MfaRequired:
     token, token_hash = new_opaque_token()
-    state = {"uid": user_id, "email": email, "factors": {o.id: o.type for o in options}}
+    state = {
+        "uid": user_id,
+        "email": email,
+        "factors": {o.id: o.type for o in second.options},
+        "snapshots": {f.id: f.snapshot() for f in second.snapshots},
+    }
     ttl = svc.settings.mfa_token_ttl_s
     await svc.store.set(_token_key(token_hash), json.dumps(state), ttl)
-    return MfaRequired(mfa_token=token, expires_in=ttl, factors=options)
+    return MfaRequired(mfa_token=token, expires_in=ttl, factors=second.options)
 
 
 def _expired() -> MfaTokenExpired:
@@ -81,7 +91,8 @@ def _expired() -> MfaTokenExpired:
 
 def _attempt(token_hash: str, raw: str) -> _Attempt:
     state = json.loads(raw)
-    return _Attempt(token_hash, state["uid"], state["email"], dict(state["factors"]))
+    snapshots = dict(state.get("snapshots", {}))  # none in a token from an older release
+    return _Attempt(token_hash, state["uid"], state["email"], dict(state["factors"]), snapshots)
 
 
 async def _load(svc: Services, mfa_token: str) -> _Attempt:
@@ -197,7 +208,7 @@ async def _verify_and_open_session(
         raise InvalidCode("That factor was not offered for this sign-in.")
     now = svc.clock.now()
     async with svc.sign_ins.unit() as unit:
-        proof = await _verify_factor(svc, unit, attempt.user_id, factor_id, factor_type, payload)
+        proof = await _verify_factor(svc, unit, attempt, factor_id, factor_type, payload)
         amr = session_amr(["pwd"], proof)
         session = new_session(
             svc,
@@ -268,17 +279,27 @@ async def _withdraw(svc: Services, info: RequestInfo, completion: Completion) ->
 async def _verify_factor(
     svc: Services,
     unit: SignInUnit,
-    user_id: str,
+    attempt: _Attempt,
     factor_id: str,
     factor_type: str,
     payload: dict[str, Any],
 ) -> Proof:
     virtual = svc.factors.virtual.get(factor_id)
     if virtual is not None:
-        return await virtual.verify(svc.factor_env, user_id, payload)
+        return await virtual.verify(svc.factor_env, attempt.user_id, payload)
     module = svc.factors.module(factor_type)
-    factor = await unit.factor(factor_id, user_id)
-    if module is None or factor is None or factor.status != "active":
+    if module is None:
+        raise InvalidCode("That factor is no longer available.")
+    snapshot = attempt.snapshots.get(factor_id) if module.verifies_from_snapshot else None
+    if snapshot is not None:
+        try:
+            return await module.verify(
+                svc.factor_env, StoredFactor.from_snapshot(snapshot), payload
+            )
+        except SecretKeyError:
+            pass  # its key left the ring since the password step: use the factor as it is now
+    factor = await unit.factor(factor_id, attempt.user_id)
+    if factor is None or factor.status != "active":
         raise InvalidCode("That factor is no longer available.")
     return await module.verify(svc.factor_env, factor, payload)
 

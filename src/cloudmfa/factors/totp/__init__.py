@@ -24,6 +24,9 @@ from cloudmfa.store.claims import Claim, TimeStepClaim
 
 class TotpFactor:
     type: ClassVar[str] = "totp"
+    # The claim spends the time step only if the factor still exists and the step is newer
+    # than its last one, so a snapshot's stale last step lets no replay through.
+    verifies_from_snapshot: ClassVar[bool] = True
 
     def __init__(self, params: TotpParameters | None = None) -> None:
         self.params = params or TotpParameters()
