@@ -1,6 +1,9 @@
 """The lean ceiling for the TOTP verify step (benchmark (e)): one endpoint on the same stack as
 the service (FastAPI on uvicorn, uvloop, httptools, the same worker count) that does one
 ``UPDATE … RETURNING`` on PostgreSQL through asyncpg directly, with nothing else around it.
+Its connections come from an asyncpg pool as asyncpg sets one up by default, which sends a
+reset query whenever a connection is released; (e1), for information, is the same endpoint
+without that query (``BENCH_POOL_RESET=off``).
 
 ``raw_app`` is the same endpoint as a bare ASGI callable, without the framework, to show what
 the framework itself costs (reported as (e0), for information).
@@ -29,18 +32,22 @@ async def _no_reset(_connection: asyncpg.Connection) -> None:
     return None
 
 
-async def open_pool(dsn: str) -> asyncpg.Pool:
-    """An asyncpg pool that sends nothing when a connection comes back. By default asyncpg
-    sends a reset query (advisory unlocks, CLOSE ALL, UNLISTEN, RESET ALL) on every release:
-    a second round trip per request, which the service's pool (SQLAlchemy's) does not make
-    and which would make (e) two statements where the issue asks for one. These endpoints
-    leave no session state behind to reset."""
+async def open_pool(dsn: str, *, reset: bool = False) -> asyncpg.Pool:
+    """An asyncpg pool. With ``reset``, asyncpg's default: a reset query (advisory unlocks,
+    CLOSE ALL, UNLISTEN, RESET ALL) each time a connection comes back, which is a second round
+    trip per request. Without it, nothing is sent on release, as with the service's pool
+    (SQLAlchemy's); these endpoints leave no session state behind to reset."""
+    if reset:
+        return await asyncpg.create_pool(dsn, min_size=4, max_size=10)
     return await asyncpg.create_pool(dsn, min_size=4, max_size=10, reset=_no_reset)
 
 
 async def _open_pool() -> None:
     global _pool
-    _pool = await open_pool(os.environ["BENCH_PG_DSN"])
+    # (e) is asyncpg used the ordinary way, with the pool's reset query, as the issue's
+    # figure for it was measured; (e1) sets BENCH_POOL_RESET=off: strictly one statement.
+    reset = os.environ.get("BENCH_POOL_RESET", "on") != "off"
+    _pool = await open_pool(os.environ["BENCH_PG_DSN"], reset=reset)
 
 
 async def _close_pool() -> None:

@@ -332,7 +332,7 @@ class Ceilings:
     def __init__(self, database_url: str, args: argparse.Namespace) -> None:
         self.dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
         self.args = args
-        self.rounds: dict[str, list[LoadResult]] = {"e": [], "f": []}
+        self.rounds: dict[str, list[LoadResult]] = {"e": [], "e1": [], "f": []}
         self.hash_rates: list[float] = []
         self._servers: list[Server] = []
         self.ports: dict[str, int] = {}
@@ -361,17 +361,20 @@ class Ceilings:
         finally:
             await conn.close()
         await floor_app.create_tables(self.dsn, self.args.users)
-        for key, target in (("e", "bench.lean_app:app"), ("f", "bench.floor_app:app")):
-            if key in self.args.only:
+        for key, target, reset in (
+            ("e", "bench.lean_app:app", "on"),
+            ("e1", "bench.lean_app:app", "off"),
+            ("f", "bench.floor_app:app", "off"),
+        ):
+            if key[0] in self.args.only:
                 port = free_port()
-                server = Server(_uvicorn_argv(target, port), self._env, port, "/")
+                env = {**self._env, "BENCH_POOL_RESET": reset}
+                server = Server(_uvicorn_argv(target, port), env, port, "/")
                 server.__enter__()
                 self._servers.append(server)
                 self.ports[key] = port
-        if "e" in self.ports:
-            await self._load(self.ports["e"], "/step", self._step_bodies, WARMUP_S)
-        if "f" in self.ports:
-            await self._load(self.ports["f"], "/verify", self._verify_bodies, WARMUP_S)
+        for key in self.ports:
+            await self._load_ceiling(key, WARMUP_S)
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -383,14 +386,19 @@ class Ceilings:
         self.hash_rates.append(argon2_ceiling(seconds, Settings(_env_file=None))["rate"])
 
     async def lean(self, seconds: float) -> None:
-        if "e" in self.ports:
-            log(f"[postgres] (e) lean UPDATE … RETURNING ceiling, {seconds:g}s")
-            run = await self._load(self.ports["e"], "/step", self._step_bodies, seconds)
-            self.rounds["e"].append(run)
-        if "f" in self.ports:
-            log(f"[postgres] (f) the verify step's floor, {seconds:g}s")
-            run = await self._load(self.ports["f"], "/verify", self._verify_bodies, seconds)
-            self.rounds["f"].append(run)
+        labels = {
+            "e": "(e) lean UPDATE … RETURNING ceiling",
+            "e1": "(e1) the same, no pool reset query",
+            "f": "(f) the verify step's floor",
+        }
+        for key in self.ports:
+            log(f"[postgres] {labels[key]}, {seconds:g}s")
+            self.rounds[key].append(await self._load_ceiling(key, seconds))
+
+    async def _load_ceiling(self, key: str, seconds: float) -> LoadResult:
+        if key == "f":
+            return await self._load(self.ports[key], "/verify", self._verify_bodies, seconds)
+        return await self._load(self.ports[key], "/step", self._step_bodies, seconds)
 
     async def bare_asgi(self, seconds: float) -> dict[str, Any]:
         """(e0), for information: (e)'s endpoint as a bare ASGI callable, without the framework."""
@@ -564,6 +572,17 @@ def table(results: dict[str, Any]) -> str:
             f"| postgres | (e) asyncpg UPDATE … RETURNING, FastAPI endpoint | {ee['rate']} | "
             f"{ee['p50_ms']} | {ee['p99_ms']} | |"
         )
+    if "e1_no_pool_reset" in results:
+        e1 = results["e1_no_pool_reset"]
+        share = (
+            f"(b) is {round(statistics.median(pairs['b/e1']), 1)} % of it (median)"
+            if pairs.get("b/e1")
+            else ""
+        )
+        lines.append(
+            f"| postgres | (e1) the same, no pool reset query (one statement) | {e1['rate']} | "
+            f"{e1['p50_ms']} | {e1['p99_ms']} | {share} |"
+        )
     if "e0_bare_asgi" in results:
         e0 = results["e0_bare_asgi"]
         lines.append(
@@ -625,7 +644,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if "d" in args.only and not ceilings.hash_rates:
                 for _ in range(args.rounds):
                     ceilings.hashes(share)
-            if ceilings.ports and not (ceilings.rounds["e"] or ceilings.rounds["f"]):
+            if ceilings.ports and not any(ceilings.rounds.values()):
                 for _ in range(args.rounds):
                     await ceilings.lean(share)
             if "e" in args.only:
@@ -641,7 +660,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "single_hash_ms": 1000 * cores / rate,
             "round_rates": [round(r, 1) for r in ceilings.hash_rates],
         }
-    for key, name in (("e", "e_lean_ceiling"), ("f", "f_verify_floor")):
+    for key, name in (("e", "e_lean_ceiling"), ("e1", "e1_no_pool_reset"), ("f", "f_verify_floor")):
         if ceilings.rounds[key]:
             results[name] = summarise_rounds(ceilings.rounds[key])
     results["pairs"] = _pairs(results)
@@ -656,11 +675,13 @@ def _pairs(results: dict[str, Any]) -> dict[str, list[float]]:
         "b": pg.get("b_totp_verify", {}).get("round_rates", []),
         "d": results.get("d_argon2_ceiling", {}).get("round_rates", []),
         "e": results.get("e_lean_ceiling", {}).get("round_rates", []),
+        "e1": results.get("e1_no_pool_reset", {}).get("round_rates", []),
         "f": results.get("f_verify_floor", {}).get("round_rates", []),
     }
     return {
         "a/d": paired_ratios(rates["a"], rates["d"]),
         "b/e": paired_ratios(rates["b"], rates["e"]),
+        "b/e1": paired_ratios(rates["b"], rates["e1"]),
         "f/e": paired_ratios(rates["f"], rates["e"]),
         "b/f": paired_ratios(rates["b"], rates["f"]),
     }
