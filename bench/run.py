@@ -439,6 +439,8 @@ async def measure_backend(
     }
     log(f"[{name}] provisioning {sum(sizes.values())} users with TOTP")
     users = await provision(settings, sum(sizes.values()))
+    if ceilings is not None:
+        await settle(ceilings.dsn)
     pools: dict[str, list[User4]] = {}
     for letter, size in sizes.items():
         pools[letter], users = users[:size], users[size:]
@@ -519,6 +521,17 @@ async def drop_pg_database(name: str) -> None:
     conn = await asyncpg.connect(PG_ADMIN_DSN)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def settle(dsn: str) -> None:
+    """After provisioning: analyse the new rows and write the dirty pages out now, so that no
+    autovacuum or checkpoint triggered by the bulk load lands in the middle of a measurement."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
 

@@ -48,8 +48,8 @@ InfoDep = Annotated[RequestInfo, Depends(get_request_info)]
 
 
 # The dependencies below take the Request itself rather than ServicesDep and InfoDep: FastAPI
-# spends about 50 µs of CPU per dependency it solves, on every request, and these run on every
-# request to the login endpoints (bench/README.md).
+# spends 8-15 µs of CPU per dependency it solves, on every request (bench/micro.py), and these
+# run on every request to the login endpoints.
 
 
 async def ip_throttle(request: Request) -> None:

@@ -1,0 +1,212 @@
+"""Micro-measurements behind choices in the verify path (bench/README.md), in CPU µs per call.
+
+    .venv/bin/python bench/micro.py
+
+Each variant runs interleaved with its rival, several times, and the best time counts: this
+VM's speed drifts, and the best of interleaved runs is what is least disturbed by it.
+Needs PostgreSQL on 127.0.0.1:5432 (the pool checkout) like the rest of bench/.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import jwt
+import pyotp
+import uvloop
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import Depends, FastAPI, Request, Response
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import create_async_engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cloudmfa.factors.totp.verify import TotpParameters, verify_totp_code  # noqa: E402
+
+PG_DSN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+ROUNDS = 5
+
+Call = Callable[[], Awaitable[Any]]
+
+
+async def best_of(variants: dict[str, Call], calls: int) -> dict[str, float]:
+    """CPU µs per call of each variant: the best of ROUNDS interleaved runs."""
+    best = dict.fromkeys(variants, float("inf"))
+    for fn in variants.values():
+        for _ in range(calls // 10):
+            await fn()  # warm
+    for _ in range(ROUNDS):
+        for name, fn in variants.items():
+            started = time.process_time()
+            for _ in range(calls):
+                await fn()
+            best[name] = min(best[name], 1e6 * (time.process_time() - started) / calls)
+    return best
+
+
+def report(title: str, results: dict[str, float]) -> None:
+    print(title)
+    for name, us in results.items():
+        print(f"  {us:7.1f} µs  {name}")
+
+
+# --- FastAPI: what a dependency and a response model cost, in-process through ASGI ---------
+
+
+async def _dep(request: Request) -> int:
+    return 1
+
+
+class _Body(BaseModel):
+    x: int
+
+
+class _Tokens(BaseModel):
+    status: Literal["authenticated"] = "authenticated"
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    refresh_token: str
+    session_id: str
+    device_token: str | None = None
+
+
+_TOKENS = {"access_token": "a" * 600, "expires_in": 600, "refresh_token": "r" * 43}
+_app = FastAPI()
+_D = Annotated[int, Depends(_dep)]
+
+
+@_app.post("/none", response_model=_Tokens, response_model_exclude_none=True)
+async def _none(body: _Body) -> _Tokens:
+    return _Tokens(**_TOKENS, session_id="s" * 36)
+
+
+@_app.post("/four-dependencies", response_model=_Tokens, response_model_exclude_none=True)
+async def _four(body: _Body, a: _D, b: _D, c: _D, d: _D) -> _Tokens:
+    return _Tokens(**_TOKENS, session_id="s" * 36)
+
+
+@_app.post("/response-built-by-hand", response_model=_Tokens, response_model_exclude_none=True)
+async def _by_hand(body: _Body) -> Response:
+    tokens = _Tokens(**_TOKENS, session_id="s" * 36)
+    return Response(tokens.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+_ROUTES = ["/none", "/four-dependencies", "/response-built-by-hand"]
+
+
+def _asgi_post(path: str) -> Call:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def call() -> None:
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": b'{"x": 1}', "more_body": False}
+
+        async def send(_message: dict[str, Any]) -> None:
+            return None
+
+        await _app(dict(scope), receive, send)
+
+    return call
+
+
+# --- the rest --------------------------------------------------------------------------------
+
+
+async def main() -> None:
+    report(
+        "FastAPI route, in-process ASGI call (POST with a JSON body)",
+        await best_of({path: _asgi_post(path) for path in _ROUTES}, 5000),
+    )
+
+    engine = create_async_engine(PG_DSN.replace("postgresql://", "postgresql+asyncpg://"))
+
+    async def no_reset(_connection: asyncpg.Connection) -> None:
+        return None
+
+    pool = await asyncpg.create_pool(PG_DSN, min_size=2, max_size=4, reset=no_reset)
+
+    async def sqlalchemy_raw() -> None:
+        (await engine.raw_connection()).close()
+
+    async def asyncpg_pool() -> None:
+        async with pool.acquire():
+            pass
+
+    try:
+        report(
+            "A pooled PostgreSQL connection, taken and given back",
+            await best_of(
+                {
+                    "SQLAlchemy pool (AsyncEngine.raw_connection)": sqlalchemy_raw,
+                    "asyncpg pool, no reset query": asyncpg_pool,
+                },
+                3000,
+            ),
+        )
+    finally:
+        await pool.close()
+        await engine.dispose()
+
+    secret = pyotp.random_base32(32)
+    now = time.time()
+    code = pyotp.TOTP(secret).at(now)
+    key = ec.generate_private_key(ec.SECP256R1())
+    claims = {"sub": "u" * 36, "sid": "s" * 36, "iat": 1, "exp": 2, "amr": ["pwd", "otp", "mfa"]}
+
+    async def totp() -> None:
+        verify_totp_code(
+            secret_base32=secret,
+            code=code,
+            unix_time=now,
+            params=TotpParameters(),
+            last_used_step=None,
+        )
+
+    async def es256_jwt() -> None:
+        jwt.encode(claims, key, algorithm="ES256", headers={"kid": "k1", "typ": "at+jwt"})
+
+    async def es256_signature() -> None:
+        key.sign(b"x" * 300, ec.ECDSA(hashes.SHA256()))
+
+    report(
+        "Cryptography of the verify step",
+        await best_of(
+            {
+                "TOTP check, ±1 step (verify_totp_code)": totp,
+                "access token, ES256 (PyJWT)": es256_jwt,
+                "the ECDSA P-256 signature alone": es256_signature,
+            },
+            3000,
+        ),
+    )
+
+
+if __name__ == "__main__":
+    uvloop.run(main())
