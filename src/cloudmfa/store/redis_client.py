@@ -129,9 +129,16 @@ class _Connection(asyncio.Protocol):
             self._watchdog = self._loop.call_at(now + self._timeout_s, self._check_oldest)
 
     def _flush(self) -> None:
-        if self.broken is None and self.transport is not None and self._outgoing:
-            self.transport.write(b"".join(self._outgoing))
+        data = b"".join(self._outgoing)
         self._outgoing.clear()
+        if self.broken is not None or self.transport is None or not data:
+            return
+        try:
+            self.transport.write(data)
+        except Exception as exc:
+            # Run by the event loop, not by a caller: fail the waiting commands now rather
+            # than leave them to the timeout.
+            self.abort(RedisConnectionError(f"could not write to Redis: {exc}"))
 
     def _check_oldest(self) -> None:
         self._watchdog = None

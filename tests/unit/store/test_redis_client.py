@@ -141,6 +141,28 @@ async def test_commands_sent_in_one_turn_of_the_loop_leave_in_one_write(
     assert len(counting.writes) == 2
 
 
+class _FailingTransport(_CountingTransport):
+    def write(self, data: bytes) -> None:
+        raise OSError("the socket is gone")
+
+
+async def test_a_write_that_fails_fails_its_commands_at_once_and_the_next_one_reconnects(
+    prefix: str,
+) -> None:
+    patient = RedisClient(REDIS_URL, timeout_s=30)
+    try:
+        await patient.execute("PING")
+        connection = patient._connection
+        assert connection is not None and connection.transport is not None
+        connection.transport = _FailingTransport(connection.transport)  # type: ignore[assignment]
+        with pytest.raises(RedisConnectionError, match="could not write to Redis"):
+            async with asyncio.timeout(5):  # not the client's 30 s timeout
+                await patient.execute("GET", prefix + "x")
+        assert await patient.execute("PING") == "PONG"
+    finally:
+        await patient.close()
+
+
 async def test_a_caller_that_gives_up_does_not_shift_the_replies(
     client: RedisClient, prefix: str
 ) -> None:
