@@ -285,8 +285,13 @@ async def measure_password_step(
 async def measure_totp_verify(
     port: int, pool: list[User4], settings: Settings, args: argparse.Namespace
 ) -> LoadResult:
+    return await verify_load(port, pool, await prepare_mfa_tokens(settings, pool), args)
+
+
+async def verify_load(
+    port: int, pool: list[User4], tokens: list[str], args: argparse.Namespace
+) -> LoadResult:
     """Each request spends a different user's mfa_token, so replay protection never bites."""
-    tokens = await prepare_mfa_tokens(settings, pool)
     totps = [pyotp.TOTP(u[3]) for u in pool]
 
     def verify_request(i: int) -> tuple[str, str, bytes]:
@@ -385,15 +390,16 @@ class Ceilings:
         log(f"(d) argon2id ceiling, {seconds:g}s on every core")
         self.hash_rates.append(argon2_ceiling(seconds, Settings(_env_file=None))["rate"])
 
-    async def lean(self, seconds: float) -> None:
+    async def lean(self, seconds: float, keys: tuple[str, ...] = ("e", "e1", "f")) -> None:
         labels = {
             "e": "(e) lean UPDATE … RETURNING ceiling",
             "e1": "(e1) the same, no pool reset query",
             "f": "(f) the verify step's floor",
         }
-        for key in self.ports:
-            log(f"[postgres] {labels[key]}, {seconds:g}s")
-            self.rounds[key].append(await self._load_ceiling(key, seconds))
+        for key in keys:
+            if key in self.ports:
+                log(f"[postgres] {labels[key]}, {seconds:g}s")
+                self.rounds[key].append(await self._load_ceiling(key, seconds))
 
     async def _load_ceiling(self, key: str, seconds: float) -> LoadResult:
         if key == "f":
@@ -466,11 +472,16 @@ async def measure_backend(
             runs = []
             chunk = len(pools["b"]) // rounds
             for r in range(rounds):
+                users_b = pools["b"][r * chunk : (r + 1) * chunk]
+                tokens = await prepare_mfa_tokens(settings, users_b)
+                # (b) runs between (e) and (e1), so each is paired with a ceiling measured
+                # right next to it; (f) follows.
                 if ceilings:
-                    await ceilings.lean(share)
-                tokens = pools["b"][r * chunk : (r + 1) * chunk]
+                    await ceilings.lean(share, ("e",))
                 log(f"[{name}] (b) TOTP verify step, {len(tokens)} prepared mfa_tokens")
-                runs.append(await measure_totp_verify(port, tokens, settings, args))
+                runs.append(await verify_load(port, users_b, tokens, args))
+                if ceilings:
+                    await ceilings.lean(share, ("e1", "f"))
             out["b_totp_verify"] = summarise_rounds(runs)
         if "c" in args.only:
             log(f"[{name}] (c) full two-step login, {args.duration}s at {args.concurrency} clients")
