@@ -133,7 +133,7 @@ async def _rotate(settings: Settings) -> str:
         async with svc.engine.begin() as conn:
             # The current key keeps signing while the new one is published but not yet used.
             await key_repo.retire_active_keys(conn, now + timedelta(seconds=PUBLISH_LEAD_S))
-            await key_repo.insert_key(conn, key)
+            await key_repo.insert_key(conn, key, svc.secretbox)
         return key.kid
     finally:
         await svc.close()

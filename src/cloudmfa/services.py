@@ -121,18 +121,25 @@ class Services:
         await self.engine.dispose()
 
     async def ensure_signing_key(self) -> None:
-        """The first start of a deployment generates its signing key, once for all replicas."""
+        """The first start of a deployment generates its signing key, once for all replicas;
+        any start seals a private key that an earlier release stored as bare PEM."""
         async with self.engine.begin() as conn:
             if self.settings.is_sqlite is False:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(7355608)"))
-            existing = await key_repo.load_keys(conn)
+            existing = await key_repo.load_keys(conn, self.secretbox)
             if not any(k.retired_at is None for k in existing):
-                await key_repo.insert_key(conn, generate_signing_key(self.clock.now()))
+                fresh = generate_signing_key(self.clock.now())
+                await key_repo.insert_key(conn, fresh, self.secretbox)
                 log.info("generated a new token signing key")
+            for kid, stored in await key_repo.stored_private_keys(conn):
+                if not key_repo.is_sealed(stored):  # written before keys were sealed
+                    sealed = key_repo.seal(self.secretbox, kid, stored)
+                    await key_repo.replace_private_key(conn, kid, stored, sealed)
+                    log.info("sealed the private half of signing key %s", kid)
 
     async def reload_keys(self) -> None:
         async with self.reader.connect() as conn:
-            self.tokens.ring.load(await key_repo.load_keys(conn))
+            self.tokens.ring.load(await key_repo.load_keys(conn, self.secretbox))
 
     async def _restore_revocations(self) -> None:
         # An in-process store forgets revocations on restart; the access tokens of sessions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from typing import Any
@@ -12,7 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cloudmfa.clock import FrozenClock
+from cloudmfa.security.secretbox import SecretKeyError
 from cloudmfa.security.tokens import generate_signing_key
+from cloudmfa.services import Services
 from cloudmfa.store import keys as key_repo
 from cloudmfa.store.audit import list_events
 from conftest import PASSWORD, REDIS_URL, Api, bearer, drop_redis_prefix, start_api
@@ -309,7 +312,7 @@ async def rotate_signing_key(api: Api) -> str:
     key = generate_signing_key(now)
     async with api.svc.engine.begin() as conn:
         await key_repo.retire_active_keys(conn, now)
-        await key_repo.insert_key(conn, key)
+        await key_repo.insert_key(conn, key, api.svc.secretbox)
     await api.svc.reload_keys()
     return key.kid
 
@@ -339,6 +342,52 @@ async def test_key_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_new_k
     r = await refresh(api, before["refresh_token"])
     assert r.status_code == 200, r.text
     assert kid_of(r.json()["access_token"]) == new_kid
+
+
+async def test_private_keys_are_stored_sealed_not_as_pem(api: Api) -> None:
+    await rotate_signing_key(api)
+    async with api.svc.engine.connect() as conn:
+        stored = await key_repo.stored_private_keys(conn)
+
+    assert len(stored) >= 2
+    for _, private in stored:
+        assert "PRIVATE KEY" not in private
+        assert key_repo.sealed_under(private) == api.svc.secretbox.current_id
+
+
+async def test_a_key_stored_as_pem_by_an_older_release_is_sealed_at_start_and_still_signs(
+    api: Api,
+) -> None:
+    before, _ = await api.signed_in("legacykey")
+    kid = kid_of(before["access_token"])
+    async with api.svc.engine.begin() as conn:
+        pem = {k.kid: k.private_key_pem for k in await key_repo.load_keys(conn, api.svc.secretbox)}
+        sealed = dict(await key_repo.stored_private_keys(conn))[kid]
+        assert await key_repo.replace_private_key(conn, kid, sealed, pem[kid])  # as it was
+
+    await api.svc.ensure_signing_key()  # what every start does
+    await api.svc.reload_keys()
+
+    async with api.svc.engine.connect() as conn:
+        resealed = dict(await key_repo.stored_private_keys(conn))[kid]
+    assert key_repo.sealed_under(resealed) == api.svc.secretbox.current_id
+    after, _ = await api.signed_in("legacykey2")
+    assert kid_of(after["access_token"]) == kid
+    assert (await me(api, after["access_token"])).status_code == 200
+    assert (await me(api, before["access_token"])).status_code == 200
+
+
+async def test_a_service_without_the_key_its_signing_keys_are_sealed_with_does_not_start(
+    api: Api,
+) -> None:
+    other_ring = "t9:" + base64.b64encode(bytes(range(32))).decode()
+    settings = api.svc.settings.model_copy(update={"secret_keys": other_ring})
+    svc = Services.build(settings, clock=api.clock)
+    try:
+        with pytest.raises(SecretKeyError, match="no key 't1'"):
+            await svc.start(migrate=False)
+    finally:
+        await svc.close()
 
 
 # --- the Authorization header -----------------------------------------------------------

@@ -35,6 +35,7 @@ from cloudmfa.security.secretbox import (
 )
 from cloudmfa.services import Services
 from cloudmfa.store import factors as factor_repo
+from cloudmfa.store import keys as key_repo
 from conftest import FAST_ARGON2, PASSWORD, TEST_SECRET_KEYS, Api, bearer, start_api
 from conftest import test_settings as make_settings
 from support import cloudmfa_command
@@ -159,6 +160,12 @@ async def stored_key_ids(api: Api) -> dict[str, str]:
     return {factor_id: SecretBox.key_id_of(blob) for factor_id, blob in rows}
 
 
+async def signing_keys_sealed_under(api: Api) -> set[str | None]:
+    async with api.svc.engine.connect() as conn:
+        stored = await key_repo.stored_private_keys(conn)
+    return {key_repo.sealed_under(private) for _, private in stored}
+
+
 async def stored_secrets(api: Api) -> dict[str, bytes]:
     async with api.svc.engine.connect() as conn:
         return dict(await factor_repo.secrets_after(conn, "", 100_000))
@@ -194,7 +201,8 @@ async def test_rotation_adds_a_key_and_reencrypts_every_secret(tmp_path: Path) -
         assert parse_key_ring(key_file(data_dir).read_text())[1] == old_key
         assert stat.S_IMODE(key_file(data_dir).stat().st_mode) == 0o600
         assert new_id in result.stdout
-        assert re.search(r"done: 2 secret\(s\) re-encrypted", result.stdout), result.stdout
+        # Both seeds and the private half of the token signing key.
+        assert re.search(r"done: 3 secret\(s\) re-encrypted", result.stdout), result.stdout
         assert "resuming" not in result.stdout
 
         after = await stored_secrets(api)
@@ -204,6 +212,7 @@ async def test_rotation_adds_a_key_and_reencrypts_every_secret(tmp_path: Path) -
             assert blob != before[factor_id]
         for secret in (user["secret"].encode(),):
             assert all(secret not in blob for blob in after.values())
+        assert await signing_keys_sealed_under(api) == {new_id}
 
         # The app that was already running reads the rotated key file when it meets the new id.
         await sign_in_with_code(api, user)
@@ -255,7 +264,7 @@ async def test_interrupted_rotation_resumes(
     try:
         await svc.start()
         assert svc.secretbox.current_id == fresh.id
-        assert await maintenance.pending_reencryption(svc) == 6
+        assert await maintenance.pending_reencryption(svc) == 7  # six seeds, one signing key
 
         def die(_report: maintenance.ReencryptReport) -> None:
             raise Interrupted
@@ -296,7 +305,7 @@ async def test_interrupted_rotation_resumes_with_the_default_batch_size(tmp_path
 
     result = await rotate(tmp_path, cli_env(data_dir))
     assert result.returncode == 0, result.stderr
-    assert "resuming" in result.stdout and "3 secret(s)" in result.stdout, result.stdout
+    assert "resuming" in result.stdout and "4 secret(s)" in result.stdout, result.stdout
     assert len(key_ids(data_dir)) == 2
 
     async with served(data_dir, clock) as api:
@@ -340,11 +349,12 @@ async def test_configured_ring_with_a_new_first_key_reencrypts(tmp_path: Path) -
 
     result = await rotate(tmp_path, cli_env(data_dir, CLOUDMFA_SECRET_KEYS=ring))
     assert result.returncode == 0, result.stderr
-    assert re.search(r"done: 2 secret\(s\) re-encrypted under key t2", result.stdout), result.stdout
+    assert re.search(r"done: 3 secret\(s\) re-encrypted under key t2", result.stdout), result.stdout
     assert not key_file(data_dir).exists()
 
     async with served(data_dir, clock, secret_keys=ring) as api:
         assert set((await stored_key_ids(api)).values()) == {"t2"}
+        assert await signing_keys_sealed_under(api) == {"t2"}
         for user in users:
             await sign_in_with_code(api, user)
     # Once everything is under t2, the old key can go.

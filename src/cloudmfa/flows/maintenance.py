@@ -1,4 +1,6 @@
-"""Operator tasks that walk the whole database: re-encrypting secrets after a key rotation."""
+"""Operator tasks that walk the whole database: re-encrypting secrets after a key rotation.
+
+The secrets are the factors' seeds and the private halves of the token signing keys."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from dataclasses import dataclass
 
 from cloudmfa.services import Services
 from cloudmfa.store import factors as factor_repo
+from cloudmfa.store import keys as key_repo
 
 BATCH_SIZE = 200
 
@@ -20,7 +23,10 @@ class ReencryptReport:
 async def pending_reencryption(svc: Services) -> int:
     """How many stored secrets are not yet under the current key."""
     current = svc.secretbox.current_id
-    count, after = 0, ""
+    async with svc.reader.connect() as conn:
+        stored_keys = await key_repo.stored_private_keys(conn)
+    count = sum(1 for _, stored in stored_keys if key_repo.sealed_under(stored) != current)
+    after = ""
     while True:
         async with svc.reader.connect() as conn:
             rows = await factor_repo.secrets_after(conn, after, BATCH_SIZE)
@@ -40,6 +46,15 @@ async def reencrypt_secrets(
     """
     report = ReencryptReport()
     current = svc.secretbox.current_id
+    async with svc.engine.begin() as conn:  # a handful of signing keys: one batch
+        for kid, stored in await key_repo.stored_private_keys(conn):
+            if key_repo.sealed_under(stored) == current:
+                report.already_current += 1
+                continue
+            pem = key_repo.unseal(svc.secretbox, kid, stored)
+            resealed = key_repo.seal(svc.secretbox, kid, pem)
+            if await key_repo.replace_private_key(conn, kid, stored, resealed):
+                report.reencrypted += 1
     after = ""
     while True:
         async with svc.engine.begin() as conn:
