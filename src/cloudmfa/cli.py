@@ -11,9 +11,11 @@ import asyncio
 import copy
 import errno
 import os
+import shutil
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -292,22 +294,39 @@ def cmd_serve(args: argparse.Namespace) -> None:
         # flight than cores is slower, argon2 being memory-hard).
         os.environ["CLOUDMFA_HASH_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     trusted = settings.trusted_proxies.strip()
-    uvicorn.run(
-        "cloudmfa.app:create_app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        ssl_certfile=args.tls_cert,
-        ssl_keyfile=args.tls_key,
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
-        server_header=False,
-        log_config=_log_config(settings.log_level),
-        log_level=settings.log_level,
-    )
+    metrics_dir = _metrics_dir_for(workers)
+    try:
+        uvicorn.run(
+            "cloudmfa.app:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            ssl_certfile=args.tls_cert,
+            ssl_keyfile=args.tls_key,
+            proxy_headers=bool(trusted),
+            forwarded_allow_ips=trusted or None,
+            server_header=False,
+            log_config=_log_config(settings.log_level),
+            log_level=settings.log_level,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir_for(workers: int) -> str | None:
+    """With several workers, a fresh directory where each records its metrics, so that /metrics
+    counts every worker's requests (an operator's own PROMETHEUS_MULTIPROC_DIR is kept)."""
+    from cloudmfa.api.edge import MULTIPROCESS_DIR_VARIABLE
+
+    if workers < 2 or os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        return None
+    path = tempfile.mkdtemp(prefix="cloudmfa-metrics-")
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = path  # the workers inherit it
+    return path
 
 
 def _check_secret_keys(settings: Settings) -> None:

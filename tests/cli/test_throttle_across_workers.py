@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import (
     FAST_ARGON2,
@@ -164,6 +165,14 @@ async def test_account_throttle_holds_across_workers(tmp_path: Path) -> None:
             assert r.json()["code"] == "rate_limited"
             assert int(r.headers["retry-after"]) > 0
 
+        # /metrics counts every worker's answers, whichever worker is scraped (serve gives the
+        # workers a shared metrics directory of its own).
+        for _ in range(4):
+            async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+                scrape = await client.get("/metrics")
+            assert scrape.status_code == 200
+            assert login_answers_counted(scrape.text) == BURST + 4
+
         # Both workers are still the ones that started (none died and was replaced).
         assert worker_pids(log_path.read_text(errors="replace")) == worker_pids(log)
     finally:
@@ -171,3 +180,16 @@ async def test_account_throttle_holds_across_workers(tmp_path: Path) -> None:
             await asyncio.to_thread(kill_group, proc)
         await drop_redis_prefix(prefix)
         await db.drop()
+
+
+def login_answers_counted(exposition: str) -> int:
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if (
+                sample.name == "cloudmfa_http_requests_total"
+                and sample.labels.get("route") == "/api/v1/auth/login"
+                and sample.labels.get("method") == "POST"
+            ):
+                total += sample.value
+    return int(total)

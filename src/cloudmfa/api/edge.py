@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloudmfa.api.problems import PROBLEM_MEDIA_TYPE, problem_body
 
 log = logging.getLogger("cloudmfa.api")
+
+
+# Set by `cloudmfa serve` for several workers: each worker then records into files there, and a
+# scrape, answered by whichever worker, adds them all up (prometheus_client's multiprocess mode).
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -32,6 +38,14 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+
+    def exposition(self) -> bytes:
+        """The text a Prometheus scrape reads: of every worker process when there are several."""
+        if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+            every_worker = CollectorRegistry()
+            multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
+            return generate_latest(every_worker)
+        return generate_latest(self.registry)
 
 
 class EdgeMiddleware:
