@@ -27,24 +27,25 @@ class AuditEvent:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def event_row(event: AuditEvent) -> dict[str, Any]:
+    """The columns of an event's row, with a fresh id; the caller adds the time."""
+    return {
+        "id": str(uuid.uuid4()),
+        "type": event.type,
+        "actor_id": event.actor_id,
+        "subject_id": event.subject_id,
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "outcome": event.outcome,
+        "details": event.details,
+    }
+
+
 async def record(conn: AsyncConnection, now: datetime, *events: AuditEvent) -> None:
     """Write one or more events with a single statement."""
     if not events:
         return
-    rows = [
-        {
-            "id": str(uuid.uuid4()),
-            "at": now,
-            "type": e.type,
-            "actor_id": e.actor_id,
-            "subject_id": e.subject_id,
-            "ip": e.ip,
-            "user_agent": e.user_agent,
-            "outcome": e.outcome,
-            "details": e.details,
-        }
-        for e in events
-    ]
+    rows = [{**event_row(e), "at": now} for e in events]
     if len(rows) == 1:
         await conn.execute(_INSERT_EVENT, rows[0])
     else:  # one statement for the batch: a single round trip, unlike executemany

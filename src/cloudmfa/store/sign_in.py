@@ -16,7 +16,6 @@ repositories.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from cloudmfa.store import claims
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import factors as factor_repo
 from cloudmfa.store import sessions as session_repo
-from cloudmfa.store.audit import AuditEvent, record
+from cloudmfa.store.audit import AuditEvent, event_row, record
 from cloudmfa.store.claims import Claim, RecoveryCodeClaim, TimeStepClaim
 from cloudmfa.store.sessions import Session
 
@@ -211,19 +210,7 @@ class _PostgresUnit:
                 claim_args: tuple[Any, ...] = (claim.factor_id, claim.step)
             case RecoveryCodeClaim():
                 claim_args = (claim.user_id, claim.code_hash)
-        events = [
-            {
-                "id": str(uuid.uuid4()),
-                "type": e.type,
-                "actor_id": e.actor_id,
-                "subject_id": e.subject_id,
-                "ip": e.ip,
-                "user_agent": e.user_agent,
-                "outcome": e.outcome,
-                "details": e.details,
-            }
-            for e in completion.events
-        ]
+        events = [event_row(e) for e in completion.events]  # the statement adds the time
         written = await self._pg.fetchval(
             _STATEMENTS[type(claim)],
             *claim_args,
