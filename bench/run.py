@@ -590,40 +590,33 @@ def table(results: dict[str, Any]) -> str:
             f"| — | (d) argon2id verifications/s, all cores | {round(dd['rate'], 1)} | "
             f"{round(dd['single_hash_ms'], 1)} (one hash) | | |"
         )
-    if "e_lean_ceiling" in results:
-        ee = results["e_lean_ceiling"]
-        lines.append(
-            f"| postgres | (e) asyncpg UPDATE … RETURNING, FastAPI endpoint | {ee['rate']} | "
-            f"{ee['p50_ms']} | {ee['p99_ms']} | |"
-        )
-    if "e1_no_pool_reset" in results:
-        e1 = results["e1_no_pool_reset"]
-        share = (
-            f"(b) is {round(statistics.median(pairs['b/e1']), 1)} % of it (median)"
-            if pairs.get("b/e1")
-            else ""
-        )
-        lines.append(
-            f"| postgres | (e1) the same, no pool reset query (one statement) | {e1['rate']} | "
-            f"{e1['p50_ms']} | {e1['p99_ms']} | {share} |"
-        )
-    if "e0_bare_asgi" in results:
-        e0 = results["e0_bare_asgi"]
-        lines.append(
-            f"| postgres | (e0) the same as a bare ASGI callable | {e0['rate']} | {e0['p50_ms']} | "
-            f"{e0['p99_ms']} | |"
-        )
-    if "f_verify_floor" in results:
-        ff = results["f_verify_floor"]
-        share = (
-            f"{round(statistics.median(pairs['f/e']), 1)} % of (e) (median)"
-            if pairs.get("f/e")
-            else ""
-        )
-        lines.append(
-            f"| postgres+redis | (f) (b)'s round trips and crypto alone, FastAPI endpoint | "
-            f"{ff['rate']} | {ff['p50_ms']} | {ff['p99_ms']} | {share} |"
-        )
+
+    def median_of(pair: str, text: str) -> str:
+        return text.format(round(statistics.median(pairs[pair]), 1)) if pairs.get(pair) else ""
+
+    ceiling_rows = (
+        ("e_lean_ceiling", "postgres", "(e) asyncpg UPDATE … RETURNING, FastAPI endpoint", ""),
+        (
+            "e1_no_pool_reset",
+            "postgres",
+            "(e1) the same, no pool reset query (one statement)",
+            median_of("b/e1", "(b) is {} % of it (median)"),
+        ),
+        ("e0_bare_asgi", "postgres", "(e0) the same as a bare ASGI callable", ""),
+        (
+            "f_verify_floor",
+            "postgres+redis",
+            "(f) (b)'s round trips and crypto alone, FastAPI endpoint",
+            median_of("f/e", "{} % of (e) (median)"),
+        ),
+    )
+    for key, backend, label, share in ceiling_rows:
+        if key in results:
+            run = results[key]
+            lines.append(
+                f"| {backend} | {label} | {run['rate']} | {run['p50_ms']} | {run['p99_ms']} "
+                f"| {share} |"
+            )
     lines.append("")
     if pairs:
         lines.append(
