@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from cloudmfa import __version__
 from cloudmfa.api import accounts, admin, auth, factors, me, ops, problems
 from cloudmfa.api.edge import EdgeMiddleware, Metrics
+from cloudmfa.api.fast_path import FastPath
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
 from cloudmfa.services import Services
@@ -53,6 +54,9 @@ def create_app(
         ops.router,
     ):
         app.include_router(router)
+    if settings.fast_path:
+        # Added before EdgeMiddleware, so it runs inside it (body limit, headers, metrics).
+        app.add_middleware(FastPath, routes=auth.FAST_ROUTES)
     app.add_middleware(
         EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics
     )

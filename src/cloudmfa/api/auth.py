@@ -9,8 +9,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from cloudmfa.api.deps import AnySessionDep, InfoDep, ServicesDep, ip_throttle
+from cloudmfa.api.fast_path import FastRoute
 from cloudmfa.api.schemas import CleanStr, Password, StrictModel, TokenResponse, problem_responses
 from cloudmfa.flows import login, mfa, self_service, sessions
+from cloudmfa.flows.context import RequestInfo
+from cloudmfa.services import Services
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"], dependencies=[Depends(ip_throttle)])
 
@@ -109,6 +112,10 @@ async def challenge_route(body: ChallengeRequest, svc: ServicesDep, info: InfoDe
     responses=problem_responses(401, 422, 429),
 )
 async def verify_route(body: VerifyRequest, svc: ServicesDep, info: InfoDep) -> TokenResponse:
+    return await verify(svc, info, body)
+
+
+async def verify(svc: Services, info: RequestInfo, body: VerifyRequest) -> TokenResponse:
     result = await mfa.verify(
         svc,
         info,
@@ -118,6 +125,10 @@ async def verify_route(body: VerifyRequest, svc: ServicesDep, info: InfoDep) -> 
         remember_device=body.remember_device,
     )
     return TokenResponse.of(result.tokens, device_token=result.device_token)
+
+
+# The same endpoint for the fast path (api/fast_path.py), which serves it unless turned off.
+FAST_ROUTES = (FastRoute("POST", f"{router.prefix}/verify", VerifyRequest, verify),)
 
 
 @router.post(
