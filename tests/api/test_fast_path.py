@@ -113,6 +113,14 @@ async def body_too_large(api: Api) -> httpx.Response:
     return await _post(api, json.dumps({"mfa_token": "t" * 2000, "factor_id": "f"}).encode())
 
 
+async def malformed_json(api: Api) -> httpx.Response:
+    return await _post(api, b'{"mfa_token": "t", "factor_id": ')
+
+
+async def invalid_utf8(api: Api) -> httpx.Response:
+    return await _post(api, b'{"mfa_token": "\xff\xfe", "factor_id": "f", "code": "1"}')
+
+
 def _shape(r: httpx.Response) -> dict[str, Any]:
     """What a client can see, without the values that differ by user or time."""
     body = r.json()
@@ -151,6 +159,18 @@ async def test_answers_as_the_router_does(pair: tuple[Api, Api], scenario: Scena
     fast, router = pair
     fast_answer, router_answer = await scenario(fast), await scenario(router)
     assert _shape(fast_answer) == _shape(router_answer)
+
+
+@pytest.mark.parametrize("scenario", [malformed_json, invalid_utf8], ids=lambda s: s.__name__)
+async def test_unparseable_bodies_are_the_same_problem(
+    pair: tuple[Api, Api], scenario: Scenario
+) -> None:
+    """The detail may differ: FastAPI reports where json.loads stopped, pydantic what it saw."""
+    fast, router = [_shape(await scenario(api)) for api in pair]
+    for shape in (fast, router):
+        del shape["problem"]["detail"]
+    assert fast == router
+    assert fast["status"] == 422
 
 
 async def test_a_success_signs_in_and_remembers_the_device(pair: tuple[Api, Api]) -> None:
