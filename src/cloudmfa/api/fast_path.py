@@ -3,7 +3,7 @@
 `POST /api/v1/auth/verify` is the one request every sign-in with a second factor makes, and it
 is cheap in itself (a few Redis calls, one SQL statement, a signature). Under load, FastAPI's
 request handling around it (exception middleware, routing through the included routers,
-dependency solving, serialisation) cost about a fifth of the whole machine's work per request
+dependency solving, serialisation) cost about 15 % of the whole machine's work per request
 (bench/README.md, "The fast path"). This middleware answers such routes itself, inside
 EdgeMiddleware (body limit, security headers and metrics still apply), and leaves every other
 request to FastAPI.
