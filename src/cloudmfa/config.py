@@ -7,12 +7,13 @@ Nothing below reads the environment on its own: the settings object is passed do
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/cloudmfa.db"
+DEFAULT_DATA_DIR = "./var"
+SQLITE_FILE_NAME = "cloudmfa.db"
 ALL_FACTOR_TYPES = ("totp", "webauthn", "sms", "email", "recovery")
 
 
@@ -27,13 +28,13 @@ class Settings(BaseSettings):
     )
 
     # Storage
-    database_url: str = DEFAULT_SQLITE_URL
+    database_url: str = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/{SQLITE_FILE_NAME}"
     redis_url: str | None = None
     redis_key_prefix: str = "cloudmfa:"
     auto_migrate: bool = True
     db_pool_size: int = Field(default=20, ge=1, le=500)  # connections per worker process
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)  # wait for the lock
-    data_dir: str = "./var"
+    data_dir: str = DEFAULT_DATA_DIR  # the key file and, by default, the SQLite database
 
     # Identity of this deployment
     public_url: str = "http://localhost:8000"
@@ -110,6 +111,19 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("must look like 60/minute or 10 per second") from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _database_in_data_dir(cls, values: Any) -> Any:
+        """With no database configured, the SQLite file lives in the data directory, beside the
+        key file, so that setting CLOUDMFA_DATA_DIR alone moves all the state."""
+        if isinstance(values, dict) and not values.get("database_url"):
+            data_dir = str(values.get("data_dir") or DEFAULT_DATA_DIR).rstrip("/") or "/"
+            values = {
+                **values,
+                "database_url": f"sqlite+aiosqlite:///{data_dir}/{SQLITE_FILE_NAME}",
+            }
+        return values
 
     @field_validator("database_url")
     @classmethod
