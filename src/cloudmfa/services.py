@@ -126,8 +126,7 @@ class Services:
         async with self.engine.begin() as conn:
             if self.settings.is_sqlite is False:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(7355608)"))
-            existing = await key_repo.load_keys(conn, self.secretbox)
-            if not any(k.retired_at is None for k in existing):
+            if not await key_repo.has_active_key(conn):
                 fresh = generate_signing_key(self.clock.now())
                 await key_repo.insert_key(conn, fresh, self.secretbox)
                 log.info("generated a new token signing key")

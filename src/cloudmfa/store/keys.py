@@ -62,6 +62,12 @@ async def load_keys(conn: AsyncConnection, box: SecretBox) -> list[SigningKey]:
     ]
 
 
+async def has_active_key(conn: AsyncConnection) -> bool:
+    """Whether a key not yet retired exists (nothing is unsealed to tell)."""
+    active = select(signing_keys.c.kid).where(signing_keys.c.retired_at.is_(None)).limit(1)
+    return (await conn.execute(active)).first() is not None
+
+
 async def insert_key(conn: AsyncConnection, key: SigningKey, box: SecretBox) -> None:
     await conn.execute(
         insert(signing_keys).values(
