@@ -6,6 +6,7 @@ Nothing below reads the environment on its own: the settings object is passed do
 
 from __future__ import annotations
 
+import posixpath
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -118,11 +119,8 @@ class Settings(BaseSettings):
         """With no database configured, the SQLite file lives in the data directory, beside the
         key file, so that setting CLOUDMFA_DATA_DIR alone moves all the state."""
         if isinstance(values, dict) and not values.get("database_url"):
-            data_dir = str(values.get("data_dir") or DEFAULT_DATA_DIR).rstrip("/") or "/"
-            values = {
-                **values,
-                "database_url": f"sqlite+aiosqlite:///{data_dir}/{SQLITE_FILE_NAME}",
-            }
+            path = posixpath.join(str(values.get("data_dir") or DEFAULT_DATA_DIR), SQLITE_FILE_NAME)
+            values = {**values, "database_url": f"sqlite+aiosqlite:///{path}"}
         return values
 
     @field_validator("database_url")

@@ -54,7 +54,11 @@ InfoDep = Annotated[RequestInfo, Depends(get_request_info)]
 
 async def ip_throttle(request: Request) -> None:
     """The per-client-IP limit of API.md "Throttling" (on /auth/* and /accounts)."""
-    svc, info = services_of(request), request_info(request)
+    await limit_ip(services_of(request), request_info(request))
+
+
+async def limit_ip(svc: Services, info: RequestInfo) -> None:
+    """The per-IP limit itself, for callers that already hold the services and request info."""
     try:
         await svc.ip_limiter.hit(info.ip or "unknown")
     except RateLimited as exc:

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cloudmfa.api.deps import ip_throttle, request_info, services_of
+from cloudmfa.api.deps import limit_ip, request_info, services_of
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.services import Services
 
@@ -70,10 +70,11 @@ class FastPath:
 
 
 async def _answer(route: FastRoute, request: Request) -> Response:
+    svc, info = services_of(request), request_info(request)
     if route.ip_limited:
-        await ip_throttle(request)
+        await limit_ip(svc, info)
     body = await _parse(route.body, request)
-    result = await route.handler(services_of(request), request_info(request), body)
+    result = await route.handler(svc, info, body)
     return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
 
