@@ -12,6 +12,7 @@ from cloudmfa import __version__
 from cloudmfa.api import accounts, admin, auth, factors, me, ops, problems
 from cloudmfa.api.edge import EdgeMiddleware, Metrics
 from cloudmfa.api.fast_path import FastPath
+from cloudmfa.api.ip_limit import IpLimit
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
 from cloudmfa.services import Services
@@ -54,9 +55,11 @@ def create_app(
         ops.router,
     ):
         app.include_router(router)
+    # Each middleware added runs outside those added before it: EdgeMiddleware (body limit,
+    # headers, metrics), then the per-IP limit, then the fast path, then FastAPI's own.
     if settings.fast_path:
-        # Added before EdgeMiddleware, so it runs inside it (body limit, headers, metrics).
         app.add_middleware(FastPath, routes=auth.FAST_ROUTES)
+    app.add_middleware(IpLimit)
     app.add_middleware(
         EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics
     )

@@ -31,6 +31,7 @@ MAX_FAILURES = 10
 WRONG = "wrong-password-" + "x" * 16
 LOGIN = "/api/v1/auth/login"
 VERIFY = "/api/v1/auth/verify"
+JSON = {"content-type": "application/json"}
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -436,6 +437,31 @@ async def test_ip_limit_sixth_request_is_refused(backend: dict[str, Any], path: 
             async with client_from(app, random_ip()) as other:
                 r = await other.post(path, json={"email": api.new_email(), "password": PASSWORD})
                 assert r.status_code in (201, 401), r.text
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "router"])
+async def test_ip_limit_counts_requests_that_never_parse(
+    backend: dict[str, Any], fast_path: bool
+) -> None:
+    """Every request counts, however broken: malformed JSON, a form body, a wrong method,
+    a path that does not exist. Only the sixth is refused, whatever it is."""
+    async with throttled_app(backend, ip_rate_limit="5/minute", fast_path=fast_path) as (app, _):
+        async with client_from(app, random_ip()) as client:
+            broken = [
+                await client.post(LOGIN, content=b'{"email": ', headers=JSON),
+                await client.post(VERIFY, content=b"\xff", headers=JSON),
+                await client.post("/api/v1/auth/refresh", content=b"refresh_token=x"),
+                await client.get(LOGIN),
+                await client.post("/api/v1/accounts", content=b"[", headers=JSON),
+            ]
+            assert [r.status_code for r in broken] == [422, 422, 422, 405, 422]
+            assert_rate_limited(
+                await client.get("/api/v1/auth/no-such-endpoint"), max_retry_after=61
+            )
+            r = await client.post(LOGIN, json={"email": "a@example.com", "password": WRONG})
+            assert_rate_limited(r, max_retry_after=61)
+            metrics = (await client.get("/metrics")).text
+            assert 'route="/api/v1/auth/*",status="429"' in metrics
 
 
 async def test_ip_limit_is_shared_by_login_and_sign_up(backend: dict[str, Any]) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, EmailStr, Field
 
-from cloudmfa.api.deps import InfoDep, ServicesDep, ip_throttle
+from cloudmfa.api.deps import InfoDep, ServicesDep
 from cloudmfa.api.schemas import CleanStr, Password, StrictModel, problem_responses
 from cloudmfa.flows import accounts
 
-router = APIRouter(prefix="/api/v1", tags=["accounts"], dependencies=[Depends(ip_throttle)])
+router = APIRouter(prefix="/api/v1", tags=["accounts"])  # per-IP limit: api/ip_limit.py
 
 
 class SignUpRequest(StrictModel):

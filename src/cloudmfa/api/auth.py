@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
-from cloudmfa.api.deps import AnySessionDep, InfoDep, ServicesDep, ip_throttle
+from cloudmfa.api.deps import AnySessionDep, InfoDep, ServicesDep
 from cloudmfa.api.fast_path import FastRoute
 from cloudmfa.api.schemas import CleanStr, Password, StrictModel, TokenResponse, problem_responses
 from cloudmfa.flows import login, mfa, self_service, sessions
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.services import Services
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"], dependencies=[Depends(ip_throttle)])
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])  # per-IP limit: api/ip_limit.py
 
 OpaqueToken = Annotated[CleanStr, Field(min_length=1, max_length=512)]
 FactorId = Annotated[CleanStr, Field(min_length=1, max_length=64)]
@@ -76,6 +76,12 @@ class VerifyRequest(StrictModel):
 async def login_route(
     body: LoginRequest, svc: ServicesDep, info: InfoDep
 ) -> TokenResponse | MfaRequiredResponse:
+    return await login_answer(svc, info, body)
+
+
+async def login_answer(
+    svc: Services, info: RequestInfo, body: LoginRequest
+) -> TokenResponse | MfaRequiredResponse:
     result = await login.login_with_password(
         svc, info, body.email, body.password, device_token=body.device_token
     )
@@ -127,10 +133,6 @@ async def verify(svc: Services, info: RequestInfo, body: VerifyRequest) -> Token
     return TokenResponse.of(result.tokens, device_token=result.device_token)
 
 
-# The same endpoint for the fast path (api/fast_path.py), which serves it unless turned off.
-FAST_ROUTES = (FastRoute("POST", f"{router.prefix}/verify", VerifyRequest, verify),)
-
-
 @router.post(
     "/refresh",
     response_model=TokenResponse,
@@ -145,3 +147,10 @@ async def refresh_route(body: RefreshRequest, svc: ServicesDep, info: InfoDep) -
 async def logout_route(principal: AnySessionDep, svc: ServicesDep, info: InfoDep) -> Response:
     await self_service.end_session(svc, principal, info, principal.session_id, reason="logout")
     return Response(status_code=204)
+
+
+# The two steps of login, also served by the fast path (api/fast_path.py) unless it is off.
+FAST_ROUTES = (
+    FastRoute("POST", f"{router.prefix}/login", LoginRequest, login_answer),
+    FastRoute("POST", f"{router.prefix}/verify", VerifyRequest, verify),
+)

@@ -6,10 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from cloudmfa.errors import InvalidToken, RateLimited
+from cloudmfa.errors import InvalidToken
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.principal import Principal, authenticate
-from cloudmfa.flows.throttling import record_rate_limited
 from cloudmfa.services import Services
 
 
@@ -47,23 +46,8 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 InfoDep = Annotated[RequestInfo, Depends(get_request_info)]
 
 
-# The dependencies below take the Request itself rather than ServicesDep and InfoDep: FastAPI
-# spends 8-15 µs of CPU per dependency it solves, on every request (bench/micro.py), and these
-# run on every request to the login endpoints.
-
-
-async def ip_throttle(request: Request) -> None:
-    """The per-client-IP limit of API.md "Throttling" (on /auth/* and /accounts)."""
-    await limit_ip(services_of(request), request_info(request))
-
-
-async def limit_ip(svc: Services, info: RequestInfo) -> None:
-    """The per-IP limit itself, for callers that already hold the services and request info."""
-    try:
-        await svc.ip_limiter.hit(info.ip or "unknown")
-    except RateLimited as exc:
-        await record_rate_limited(svc, info, None, exc)
-        raise
+# The dependencies below take the Request itself rather than ServicesDep: FastAPI spends
+# 8-15 µs of CPU per dependency it solves, on every request (bench/micro.py).
 
 
 async def get_principal_any(request: Request) -> Principal:

@@ -1,14 +1,15 @@
-"""A lean lane for the hottest JSON endpoint, beside FastAPI's router.
+"""A lean lane for the two login steps, beside FastAPI's router.
 
-`POST /api/v1/auth/verify` is the one request every sign-in with a second factor makes, and it
-is cheap in itself (a few Redis calls, one SQL statement, a signature). Under load, FastAPI's
-request handling around it (exception middleware, routing through the included routers,
-dependency solving, serialisation) cost about 15 % of the whole machine's work per request
+`POST /api/v1/auth/login` and `POST /api/v1/auth/verify` are the requests every sign-in makes.
+The second is cheap in itself (a few Redis calls, one SQL statement, a signature), and the
+first is cheap besides its password hash, which takes a core of its own. Under load, FastAPI's
+request handling around them (exception middleware, routing through the included routers,
+dependency solving, serialisation) cost about 15 % of the whole machine's work per verification
 (bench/README.md, "The fast path"). This middleware answers such routes itself, inside
 EdgeMiddleware (body limit, security headers and metrics still apply), and leaves every other
 request to FastAPI.
 
-Nothing of the endpoint is written twice: the router module declares the route for FastAPI
+Nothing of an endpoint is written twice: the router module declares the route for FastAPI
 (OpenAPI, and serving it when the fast path is off) and hands the same request model and
 handler to a `FastRoute`. Errors become problems through the app's own exception handlers, so
 the answers are the same either way; tests/api/test_fast_path.py holds the two side by side.
@@ -26,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cloudmfa.api.deps import limit_ip, request_info, services_of
+from cloudmfa.api.deps import request_info, services_of
+from cloudmfa.api.problems import answer_error
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.services import Services
 
@@ -42,7 +44,6 @@ class FastRoute:
     path: str  # also the `route` label of the metrics, as FastAPI's route would give it
     body: type[BaseModel]
     handler: Handler
-    ip_limited: bool = True  # the per-IP limit of API.md "Throttling" (/auth/*, /accounts)
 
 
 class FastPath:
@@ -62,19 +63,13 @@ class FastPath:
         try:
             response = await _answer(route, request)
         except Exception as exc:
-            handler = _exception_handler(scope, exc)
-            if handler is None:
-                raise  # to EdgeMiddleware's last-resort 500, as from the router
-            response = await handler(request, exc)
+            response = await answer_error(request, exc)
         await response(scope, receive, send)
 
 
 async def _answer(route: FastRoute, request: Request) -> Response:
-    svc, info = services_of(request), request_info(request)
-    if route.ip_limited:
-        await limit_ip(svc, info)
     body = await _parse(route.body, request)
-    result = await route.handler(svc, info, body)
+    result = await route.handler(services_of(request), request_info(request), body)
     return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
 
@@ -103,11 +98,3 @@ async def _parse(model: type[BaseModel], request: Request) -> BaseModel:
 def _is_json(content_type: str) -> bool:
     maintype, _, subtype = content_type.split(";", 1)[0].strip().lower().partition("/")
     return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
-
-
-def _exception_handler(scope: Scope, exc: Exception) -> Any:
-    handlers = scope["app"].exception_handlers
-    for cls in type(exc).__mro__:
-        if cls in handlers:
-            return handlers[cls]
-    return None

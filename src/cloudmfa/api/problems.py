@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from cloudmfa.errors import CloudMFAError
 
@@ -107,3 +108,17 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(ConnectionError, _database_unavailable)
+
+
+async def answer_error(request: Request, exc: Exception) -> Response:
+    """The answer the app's exception handlers give for ``exc`` (looked up by its class
+    hierarchy, as Starlette does), for code in front of FastAPI's own exception middleware
+    (api/fast_path.py, api/ip_limit.py). What no handler takes is raised again, on to
+    EdgeMiddleware's last-resort 500, as from a route."""
+    handlers = request.app.exception_handlers
+    for cls in type(exc).__mro__:
+        handler = handlers.get(cls)
+        if handler is not None:
+            response: Response = await handler(request, exc)
+            return response
+    raise exc
