@@ -722,7 +722,7 @@ def main() -> None:
         "--fast-path",
         choices=("on", "off"),
         default="on",
-        help="off: the service answers /auth/login and /auth/verify through FastAPI's router",
+        help="off: the service answers /auth/verify through FastAPI's router (for comparison)",
     )
     parser.add_argument(
         "--rounds",

@@ -76,12 +76,6 @@ class VerifyRequest(StrictModel):
 async def login_route(
     body: LoginRequest, svc: ServicesDep, info: InfoDep
 ) -> TokenResponse | MfaRequiredResponse:
-    return await login_answer(svc, info, body)
-
-
-async def login_answer(
-    svc: Services, info: RequestInfo, body: LoginRequest
-) -> TokenResponse | MfaRequiredResponse:
     result = await login.login_with_password(
         svc, info, body.email, body.password, device_token=body.device_token
     )
@@ -133,6 +127,10 @@ async def verify(svc: Services, info: RequestInfo, body: VerifyRequest) -> Token
     return TokenResponse.of(result.tokens, device_token=result.device_token)
 
 
+# The same endpoint for the fast path (api/fast_path.py), which serves it unless turned off.
+FAST_ROUTES = (FastRoute("POST", f"{router.prefix}/verify", VerifyRequest, verify),)
+
+
 @router.post(
     "/refresh",
     response_model=TokenResponse,
@@ -147,10 +145,3 @@ async def refresh_route(body: RefreshRequest, svc: ServicesDep, info: InfoDep) -
 async def logout_route(principal: AnySessionDep, svc: ServicesDep, info: InfoDep) -> Response:
     await self_service.end_session(svc, principal, info, principal.session_id, reason="logout")
     return Response(status_code=204)
-
-
-# The two steps of login, also served by the fast path (api/fast_path.py) unless it is off.
-FAST_ROUTES = (
-    FastRoute("POST", f"{router.prefix}/login", LoginRequest, login_answer),
-    FastRoute("POST", f"{router.prefix}/verify", VerifyRequest, verify),
-)

@@ -1,15 +1,14 @@
-"""A lean lane for the two login steps, beside FastAPI's router.
+"""A lean lane for the hottest JSON endpoint, beside FastAPI's router.
 
-`POST /api/v1/auth/login` and `POST /api/v1/auth/verify` are the requests every sign-in makes.
-The second is cheap in itself (a few Redis calls, one SQL statement, a signature), and the
-first is cheap besides its password hash, which takes a core of its own. Under load, FastAPI's
-request handling around them (exception middleware, routing through the included routers,
-dependency solving, serialisation) cost about 15 % of the whole machine's work per verification
+`POST /api/v1/auth/verify` is the one request every sign-in with a second factor makes, and it
+is cheap in itself (a few Redis calls, one SQL statement, a signature). Under load, FastAPI's
+request handling around it (exception middleware, routing through the included routers,
+dependency solving, serialisation) cost about 15 % of the whole machine's work per request
 (bench/README.md, "The fast path"). This middleware answers such routes itself, inside
-EdgeMiddleware (body limit, security headers and metrics still apply), and leaves every other
-request to FastAPI.
+EdgeMiddleware and the per-IP limit (body limit, security headers, metrics and the limit still
+apply), and leaves every other request to FastAPI.
 
-Nothing of an endpoint is written twice: the router module declares the route for FastAPI
+Nothing of the endpoint is written twice: the router module declares the route for FastAPI
 (OpenAPI, and serving it when the fast path is off) and hands the same request model and
 handler to a `FastRoute`. Errors become problems through the app's own exception handlers, so
 the answers are the same either way; tests/api/test_fast_path.py holds the two side by side.
