@@ -25,7 +25,8 @@ from cloudmfa.services import Services
 
 @dataclass(frozen=True, slots=True)
 class LimitedPaths:
-    """What a refused request is counted under in the metrics (it never reaches a route)."""
+    """A path, or with a trailing `/*` every path under it, that the limit covers. It is also
+    the route a refused request is counted under in the metrics, since it never reaches one."""
 
     path: str
 
