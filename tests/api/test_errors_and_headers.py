@@ -52,6 +52,17 @@ async def test_wrong_method_is_405_problem_with_allow(api: Api) -> None:
         assert allowed in r.headers["allow"]
 
 
+async def test_405_allows_every_method_of_the_path(api: Api) -> None:
+    """RFC 9110 §15.5.6: Allow lists the methods the resource supports, including those of
+    routes declared separately for the same path (GET and POST /me/factors)."""
+    for method in ("PUT", "OPTIONS", "PATCH"):
+        r = await api.client.request(method, "/api/v1/me/factors")
+        assert_problem(r, 405, "method_not_allowed")
+        assert r.headers["allow"] == "GET, POST"
+    r = await api.client.request("PATCH", "/api/v1/me/factors/some-id")
+    assert r.headers["allow"] == "DELETE"
+
+
 async def test_invalid_json_is_validation_error(api: Api) -> None:
     for content in (b'{"email": "a@example.com", "password":', b"not json", b"{'a': 1}"):
         r = await post_raw(api, "/api/v1/accounts", content)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from cloudmfa.errors import CloudMFAError
 
@@ -76,7 +77,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     if status == 400:
@@ -86,7 +87,27 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     if status == 422:
         code, title = "validation_error", "The request is not valid"
     detail = exc.detail if isinstance(exc.detail, str) else title
-    return problem_response(status, code, title, detail, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if status == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    return problem_response(status, code, title, detail, headers)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")  # what Allow may name
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path supports (RFC 9110 §15.5.6). The router's own 405 names only the
+    methods of the first route whose path matched, though FastAPI makes one route per method
+    declared (GET and POST /me/factors are two routes): each method is asked of the routes."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
