@@ -1,6 +1,6 @@
-"""The README's examples must work as written: every password it signs up, logs in or creates
-an administrator with passes the password policy the tour runs under (the `optional` MFA policy,
-whose minimum length is the stricter one)."""
+"""The README matches the code: every password its examples sign up, log in or create an
+administrator with passes the policy the tour runs under (the `optional` MFA policy, whose
+minimum length is the stricter one), and its configuration table names every setting."""
 
 from __future__ import annotations
 
@@ -34,3 +34,22 @@ def test_readme_password_passes_the_policy(email: str, password: str) -> None:
         max_length=settings.password_max_length,
     )
     policy.check(password, email=email)
+
+
+def _documented_settings() -> set[str]:
+    """The variables named in the README's configuration table. A row may name several:
+    `CLOUDMFA_TOTP_ALGORITHM`, `_DIGITS`, `_PERIOD`, the others sharing the first one's group
+    (CLOUDMFA_TOTP)."""
+    names: set[str] = set()
+    for cell in re.findall(r"^\| (`CLOUDMFA_[^|]+) \|", README, re.M):
+        first, *suffixes = re.findall(r"`([A-Z0-9_]+)`", cell)
+        group = "_".join(first.split("_")[:2])
+        names.update([first, *(group + suffix for suffix in suffixes)])
+    return names
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    expected = {"CLOUDMFA_" + name.upper() for name in Settings.model_fields}
+    documented = _documented_settings()
+    assert expected - documented == set()
+    assert documented - expected == set()
