@@ -414,10 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     secret = sub.add_parser(
         "rotate-secret-key",
-        help="re-encrypt the stored TOTP seeds under a new key",
+        help="re-encrypt the stored TOTP seeds and signing keys under a new key",
         description="With the generated key file (no CLOUDMFA_SECRET_KEYS): add a new key to "
-        "it and re-encrypt every stored seed. With CLOUDMFA_SECRET_KEYS: re-encrypt every seed "
-        "under its first key. Commits in batches; if interrupted, run it again to resume.",
+        "it and re-encrypt every stored secret (TOTP seeds, token signing keys). With "
+        "CLOUDMFA_SECRET_KEYS: re-encrypt every secret under its first key. Commits in "
+        "batches; if interrupted, run it again to resume.",
     )
     secret.add_argument(
         "--generate-key",
