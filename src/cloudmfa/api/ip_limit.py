@@ -24,7 +24,7 @@ from cloudmfa.services import Services
 
 
 @dataclass(frozen=True, slots=True)
-class LimitedPaths:
+class LimitedPath:
     """A path, or with a trailing `/*` every path under it, that the limit covers. It is also
     the route a refused request is counted under in the metrics, since it never reaches one."""
 
@@ -36,11 +36,11 @@ class LimitedPaths:
         return path == self.path or path.startswith(self.path + "/")
 
 
-LIMITED = (LimitedPaths("/api/v1/auth/*"), LimitedPaths("/api/v1/accounts"))
+LIMITED = (LimitedPath("/api/v1/auth/*"), LimitedPath("/api/v1/accounts"))
 
 
 class IpLimit:
-    def __init__(self, app: ASGIApp, *, paths: tuple[LimitedPaths, ...] = LIMITED) -> None:
+    def __init__(self, app: ASGIApp, *, paths: tuple[LimitedPath, ...] = LIMITED) -> None:
         self.app = app
         self.paths = paths
 
