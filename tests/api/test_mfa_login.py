@@ -475,6 +475,16 @@ async def test_new_recovery_codes_from_a_password_only_session_need_reauthentica
     assert_problem(r, 403, "reauthentication_required")
 
 
+async def test_no_recovery_codes_without_a_factor(api: Api) -> None:
+    """They back up a real factor; an account with none gets a 422, and no codes are made."""
+    _, headers = await api.signed_in("nocodes")
+
+    r = await api.client.post("/api/v1/me/recovery-codes", headers=headers)
+
+    assert_problem(r, 422, "validation_error")
+    assert "second factor" in r.json()["detail"]
+
+
 async def test_recovery_code_session_satisfies_step_up(api: Api) -> None:
     user = await mfa_user(api, "recstep")
     token = (await start(api, user))["mfa_token"]
