@@ -18,6 +18,11 @@ SQLITE_FILE_NAME = "cloudmfa.db"
 ALL_FACTOR_TYPES = ("totp", "webauthn", "sms", "email", "recovery")
 
 
+def sqlite_url_in(data_dir: str) -> str:
+    """The database of a service given no CLOUDMFA_DATABASE_URL: a SQLite file in its data dir."""
+    return f"sqlite+aiosqlite:///{posixpath.join(data_dir, SQLITE_FILE_NAME)}"
+
+
 class MfaPolicy(StrEnum):
     REQUIRED = "required"
     OPTIONAL = "optional"
@@ -29,7 +34,7 @@ class Settings(BaseSettings):
     )
 
     # Storage
-    database_url: str = f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/{SQLITE_FILE_NAME}"
+    database_url: str = sqlite_url_in(DEFAULT_DATA_DIR)
     redis_url: str | None = None
     redis_key_prefix: str = "cloudmfa:"
     auto_migrate: bool = True
@@ -119,8 +124,8 @@ class Settings(BaseSettings):
         """With no database configured, the SQLite file lives in the data directory, beside the
         key file, so that setting CLOUDMFA_DATA_DIR alone moves all the state."""
         if isinstance(values, dict) and not values.get("database_url"):
-            path = posixpath.join(str(values.get("data_dir") or DEFAULT_DATA_DIR), SQLITE_FILE_NAME)
-            values = {**values, "database_url": f"sqlite+aiosqlite:///{path}"}
+            data_dir = str(values.get("data_dir") or DEFAULT_DATA_DIR)
+            values = {**values, "database_url": sqlite_url_in(data_dir)}
         return values
 
     @field_validator("database_url")
