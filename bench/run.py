@@ -41,7 +41,7 @@ from bench import floor_app  # noqa: E402
 from bench.loadgen import LoadResult, Send, run_load, run_scenario  # noqa: E402
 from cloudmfa.config import Settings  # noqa: E402
 from cloudmfa.factors.base import StoredFactor  # noqa: E402
-from cloudmfa.flows import mfa  # noqa: E402
+from cloudmfa.flows import second_factor  # noqa: E402
 from cloudmfa.security.passwords import PasswordHashing  # noqa: E402
 from cloudmfa.services import Services  # noqa: E402
 from cloudmfa.store import factors as factor_repo  # noqa: E402
@@ -159,7 +159,8 @@ async def provision(settings: Settings, count: int) -> list[User4]:
                             status="active",
                             secret=svc.secretbox.encrypt(secret.encode(), context=factor_id),
                             data={"algorithm": "SHA1", "digits": 6, "period": 30},
-                            last_used_step=None,
+                            lookup_key=None,
+                            counter=None,
                             created_at=now,
                             activated_at=now,
                             last_used_at=None,
@@ -178,8 +179,8 @@ async def prepare_mfa_tokens(settings: Settings, users: list[User4]) -> list[str
         tokens = []
         for user_id, email, _, _ in users:
             async with svc.reader.connect() as conn:
-                second = await svc.factors.login_factors(conn, user_id)
-            started = await mfa.begin(svc, user_id=user_id, email=email, second=second)
+                offer = await svc.factor_types.second_step(conn, user_id)
+            started = await second_factor.begin(svc, user_id=user_id, email=email, offer=offer)
             tokens.append(started.mfa_token)
         return tokens
     finally:

@@ -15,7 +15,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATA_DIR = "./var"
 SQLITE_FILE_NAME = "cloudmfa.db"
+# Every factor type API.md names; CLOUDMFA_ENABLED_FACTORS may list only these.
 ALL_FACTOR_TYPES = ("totp", "webauthn", "sms", "email", "recovery")
+# What this release builds (factors/registry.py FACTORIES; a test keeps the two equal). A type
+# that is enabled but not built stops the service at start with a message saying so.
+BUILT_FACTOR_TYPES = ("totp", "recovery")
 
 
 def sqlite_url_in(data_dir: str) -> str:
@@ -51,7 +55,7 @@ class Settings(BaseSettings):
     # Accounts and passwords
     signup_enabled: bool = True
     mfa_policy: MfaPolicy = MfaPolicy.REQUIRED
-    enabled_factors: Annotated[tuple[str, ...], NoDecode] = ALL_FACTOR_TYPES
+    enabled_factors: Annotated[tuple[str, ...], NoDecode] = BUILT_FACTOR_TYPES
     mfa_grace_days: int = Field(default=0, ge=0)
     password_min_length: int | None = Field(default=None, ge=8, le=128)
     password_max_length: int = Field(default=128, ge=16, le=1024)
@@ -68,6 +72,7 @@ class Settings(BaseSettings):
     totp_period: int = Field(default=30, ge=15, le=120)
     mfa_token_ttl_s: int = Field(default=300, ge=30, le=3600)
     mfa_max_attempts: int = Field(default=5, ge=1, le=20)
+    mfa_max_sends: int = Field(default=5, ge=1, le=20)  # codes sent per mfa_token
     remember_device_days: int = Field(default=30, ge=0, le=400)
 
     # Throttling

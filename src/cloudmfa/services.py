@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloudmfa.clock import Clock, SystemClock
 from cloudmfa.config import Settings
-from cloudmfa.factors.base import FactorEnv
-from cloudmfa.factors.registry import FactorRegistry
-from cloudmfa.factors.totp.verify import TotpParameters
+from cloudmfa.delivery.base import Outbox
+from cloudmfa.delivery.console import ConsoleOutbox
+from cloudmfa.factors.base import FactorDeps
+from cloudmfa.factors.registry import FactorFactory, FactorTypes
 from cloudmfa.security.password_policy import PasswordPolicy
 from cloudmfa.security.passwords import PasswordHashing
 from cloudmfa.security.secretbox import SecretBox, open_secretbox
@@ -26,8 +27,9 @@ from cloudmfa.store import keys as key_repo
 from cloudmfa.store import sessions as session_repo
 from cloudmfa.store.db import create_engine, read_only
 from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, RedisStore, create_store
+from cloudmfa.store.login_attempts import LoginAttempts
 from cloudmfa.store.migrate import upgrade_to_head
-from cloudmfa.store.sign_in import SignInStore, sign_in_store
+from cloudmfa.store.sign_in import SignInStore
 
 log = logging.getLogger("cloudmfa")
 
@@ -40,17 +42,27 @@ class Services:
     reader: AsyncEngine  # the same pool, without transactions: for reads only
     sign_ins: SignInStore  # the second step of login, as one atomic write
     store: EphemeralStore
+    attempts: LoginAttempts  # what an mfa_token stands for
     hashing: PasswordHashing
     policy: PasswordPolicy
     tokens: AccessTokens
     secretbox: SecretBox
-    factors: FactorRegistry
-    factor_env: FactorEnv
+    factor_types: FactorTypes
+    outbox: Outbox  # where messages to users go
     throttle: AccountThrottle
     ip_limiter: IpRateLimiter
 
     @classmethod
-    def build(cls, settings: Settings, *, clock: Clock | None = None) -> Services:
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        factories: dict[str, FactorFactory] | None = None,
+        outbox: Outbox | None = None,
+    ) -> Services:
+        """``factories`` replaces the registry's factor types and ``outbox`` the configured
+        delivery (tests use both)."""
         clock = clock or SystemClock()
         ring = KeyRing(clock=clock, access_ttl_s=settings.access_token_ttl_s)
         engine = create_engine(
@@ -60,25 +72,29 @@ class Services:
         )
         store = create_store(settings.redis_url, prefix=settings.redis_key_prefix, clock=clock)
         secretbox = open_secretbox(settings.secret_keys, settings.data_dir)
-        totp = TotpParameters(
-            algorithm=settings.totp_algorithm,
-            digits=settings.totp_digits,
-            period=settings.totp_period,
-        )
         reader = read_only(engine)
+        hashing = PasswordHashing(
+            time_cost=settings.argon2_time_cost,
+            memory_kib=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+            threads=settings.hash_threads,
+        )
+        factor_deps = FactorDeps(
+            clock=clock,
+            secretbox=secretbox,
+            hashing=hashing,
+            reader=reader,
+            issuer=settings.issuer,
+        )
         return cls(
             settings=settings,
             clock=clock,
             engine=engine,
             reader=reader,
-            sign_ins=sign_in_store(engine, reader),
+            sign_ins=SignInStore(engine, reader),
             store=store,
-            hashing=PasswordHashing(
-                time_cost=settings.argon2_time_cost,
-                memory_kib=settings.argon2_memory_kib,
-                parallelism=settings.argon2_parallelism,
-                threads=settings.hash_threads,
-            ),
+            attempts=LoginAttempts(store, ttl_s=settings.mfa_token_ttl_s),
+            hashing=hashing,
             policy=PasswordPolicy(
                 min_length=settings.effective_password_min_length,
                 max_length=settings.password_max_length,
@@ -91,10 +107,10 @@ class Services:
                 ttl_s=settings.access_token_ttl_s,
             ),
             secretbox=secretbox,
-            factors=FactorRegistry(settings.enabled_factors, totp=totp),
-            factor_env=FactorEnv(
-                clock=clock, secretbox=secretbox, store=store, issuer=settings.issuer
+            factor_types=FactorTypes(
+                settings.enabled_factors, settings, factor_deps, factories=factories
             ),
+            outbox=outbox or ConsoleOutbox(),
             throttle=AccountThrottle(
                 store,
                 max_failures=settings.login_max_failures,

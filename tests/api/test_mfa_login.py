@@ -30,7 +30,7 @@ from support import (
     mfa_user,
 )
 
-RECOVERY_CODE = re.compile(r"^[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}$")
+RECOVERY_CODE = re.compile(r"^[A-Z0-9]{4}(-[A-Z0-9]{4}){4}$")
 
 
 async def start(api: Api, user: MfaUser) -> dict[str, Any]:

@@ -11,7 +11,15 @@ from pydantic import BaseModel, Field, model_validator
 from cloudmfa.api.deps import AnySessionDep, InfoDep, ServicesDep
 from cloudmfa.api.fast_path import FastRoute
 from cloudmfa.api.schemas import CleanStr, Password, StrictModel, TokenResponse, problem_responses
-from cloudmfa.flows import login, mfa, self_service, sessions
+from cloudmfa.factors.base import (
+    CodeProof,
+    CredentialProof,
+    NothingToSend,
+    ProofInput,
+    PublicKeyRequest,
+    SendMessage,
+)
+from cloudmfa.flows import login, second_factor, self_service, sessions
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.services import Services
 
@@ -63,8 +71,16 @@ class VerifyRequest(StrictModel):
             raise ValueError("send either `code` or `credential`")
         return self
 
-    def proof(self) -> dict[str, Any]:
-        return {"code": self.code} if self.code is not None else {"credential": self.credential}
+    def proof(self) -> ProofInput:
+        return proof_of(self.code, self.credential)
+
+
+def proof_of(code: str | None, credential: dict[str, Any] | None) -> ProofInput:
+    """The typed proof of a request that sent exactly one of ``code`` and ``credential``."""
+    if code is not None:
+        return CodeProof(code)
+    assert credential is not None
+    return CredentialProof(credential)
 
 
 @router.post(
@@ -79,7 +95,7 @@ async def login_route(
     result = await login.login_with_password(
         svc, info, body.email, body.password, device_token=body.device_token
     )
-    if isinstance(result, mfa.MfaRequired):
+    if isinstance(result, second_factor.MfaRequired):
         return MfaRequiredResponse(
             mfa_token=result.mfa_token,
             expires_in=result.expires_in,
@@ -101,8 +117,19 @@ async def login_route(
     },
 )
 async def challenge_route(body: ChallengeRequest, svc: ServicesDep, info: InfoDep) -> JSONResponse:
-    result = await mfa.challenge(svc, info, body.mfa_token, body.factor_id)
-    return JSONResponse(result.body, status_code=result.status)
+    outcome = await second_factor.challenge(svc, info, body.mfa_token, body.factor_id)
+    match outcome:
+        case SendMessage():
+            sent = {
+                "delivery": outcome.message.channel,
+                "destination_hint": outcome.destination_hint,
+                "expires_in": outcome.expires_in,
+            }
+            return JSONResponse(sent, status_code=202)
+        case PublicKeyRequest():
+            return JSONResponse({"public_key": dict(outcome.options)})
+        case NothingToSend():
+            return JSONResponse({})
 
 
 @router.post(
@@ -116,7 +143,7 @@ async def verify_route(body: VerifyRequest, svc: ServicesDep, info: InfoDep) -> 
 
 
 async def verify(svc: Services, info: RequestInfo, body: VerifyRequest) -> TokenResponse:
-    result = await mfa.verify(
+    result = await second_factor.verify(
         svc,
         info,
         mfa_token=body.mfa_token,

@@ -10,10 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cloudmfa.api.auth import proof_of
 from cloudmfa.api.deps import AnySessionDep, InfoDep, PrincipalDep, ServicesDep
 from cloudmfa.api.schemas import CleanStr, StrictModel, parse_id, problem_responses
-from cloudmfa.factors.base import StoredFactor
-from cloudmfa.flows import factors
+from cloudmfa.factors.base import ProofInput, StoredFactor
+from cloudmfa.flows import devices, enrolment
 
 router = APIRouter(prefix="/api/v1/me", tags=["factors"])
 
@@ -72,8 +73,8 @@ class ActivateRequest(StrictModel):
             raise ValueError("send either `code` or `credential`")
         return self
 
-    def proof(self) -> dict[str, Any]:
-        return {"code": self.code} if self.code is not None else {"credential": self.credential}
+    def proof(self) -> ProofInput:
+        return proof_of(self.code, self.credential)
 
 
 class ActivateResponse(BaseModel):
@@ -101,7 +102,9 @@ class DeviceList(BaseModel):
 
 @router.get("/factors", response_model=FactorList, responses=problem_responses(401, 403))
 async def list_factors(principal: PrincipalDep, svc: ServicesDep) -> FactorList:
-    return FactorList(factors=[FactorOut.of(f) for f in await factors.list_factors(svc, principal)])
+    return FactorList(
+        factors=[FactorOut.of(f) for f in await enrolment.list_factors(svc, principal)]
+    )
 
 
 @router.post(
@@ -113,8 +116,8 @@ async def list_factors(principal: PrincipalDep, svc: ServicesDep) -> FactorList:
 async def enrol_factor(
     body: EnrolRequest, principal: AnySessionDep, svc: ServicesDep, info: InfoDep
 ) -> EnrolResponse:
-    factor, enrolment = await factors.enrol(svc, principal, info, body.type, body.params())
-    return EnrolResponse(id=factor.id, type=factor.type, status=factor.status, **enrolment.response)
+    factor, started = await enrolment.enrol(svc, principal, info, body.type, body.params())
+    return EnrolResponse(id=factor.id, type=factor.type, status=factor.status, **started.shown)
 
 
 @router.post(
@@ -130,7 +133,7 @@ async def activate_factor(
     svc: ServicesDep,
     info: InfoDep,
 ) -> ActivateResponse:
-    result = await factors.activate(svc, principal, info, parse_id(factor_id), body.proof())
+    result = await enrolment.activate(svc, principal, info, parse_id(factor_id), body.proof())
     return ActivateResponse(
         id=result.factor.id,
         type=result.factor.type,
@@ -143,7 +146,7 @@ async def activate_factor(
 async def remove_factor(
     factor_id: str, principal: PrincipalDep, svc: ServicesDep, info: InfoDep
 ) -> Response:
-    await factors.remove(svc, principal, info, parse_id(factor_id))
+    await enrolment.remove(svc, principal, info, parse_id(factor_id))
     return Response(status_code=204)
 
 
@@ -154,13 +157,13 @@ async def regenerate_recovery_codes(
     principal: PrincipalDep, svc: ServicesDep, info: InfoDep
 ) -> RecoveryCodes:
     return RecoveryCodes(
-        recovery_codes=await factors.regenerate_recovery_codes(svc, principal, info)
+        recovery_codes=await enrolment.regenerate_recovery_codes(svc, principal, info)
     )
 
 
 @router.get("/devices", response_model=DeviceList, responses=problem_responses(401, 403))
 async def list_devices(principal: PrincipalDep, svc: ServicesDep) -> DeviceList:
-    devices = await factors.list_devices(svc, principal)
+    remembered = await devices.list_devices(svc, principal)
     return DeviceList(
         devices=[
             DeviceOut(
@@ -170,7 +173,7 @@ async def list_devices(principal: PrincipalDep, svc: ServicesDep) -> DeviceList:
                 user_agent=d.user_agent,
                 ip=d.ip,
             )
-            for d in devices
+            for d in remembered
         ]
     )
 
@@ -179,5 +182,5 @@ async def list_devices(principal: PrincipalDep, svc: ServicesDep) -> DeviceList:
 async def forget_device(
     device_id: str, principal: PrincipalDep, svc: ServicesDep, info: InfoDep
 ) -> Response:
-    await factors.forget_device(svc, principal, info, parse_id(device_id))
+    await devices.forget_device(svc, principal, info, parse_id(device_id))
     return Response(status_code=204)

@@ -11,7 +11,9 @@ from cloudmfa.flows.principal import Principal
 from cloudmfa.flows.sessions import revoke_all_for_user
 from cloudmfa.services import Services
 from cloudmfa.store import audit as audit_repo
+from cloudmfa.store import devices as device_repo
 from cloudmfa.store import factors as factor_repo
+from cloudmfa.store import recovery_codes as code_repo
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import record
 from cloudmfa.store.users import User
@@ -59,6 +61,31 @@ async def set_locked(
                 subject_id=user_id,
                 actor_id=admin.user.id,
                 **details,
+            ),
+        )
+
+
+async def reset_mfa(svc: Services, admin: Principal, info: RequestInfo, user_id: str) -> None:
+    """The administrator's MFA reset: every factor, recovery code, remembered device and
+    session of the user goes."""
+    now = svc.clock.now()
+    async with svc.engine.begin() as conn:
+        if await user_repo.get_by_id(conn, user_id) is None:
+            raise NotFound("No such user.")
+        removed = await factor_repo.delete_all(conn, user_id)
+        await code_repo.delete_all(conn, user_id)
+        forgotten = await device_repo.forget_all(conn, user_id)
+        revoked = await revoke_all_for_user(conn, svc, user_id, reason="mfa_reset")
+        await record(
+            conn,
+            now,
+            info.event(
+                "mfa.reset",
+                subject_id=user_id,
+                actor_id=admin.user.id,
+                factors_removed=removed,
+                devices_forgotten=forgotten,
+                sessions_revoked=len(revoked),
             ),
         )
 

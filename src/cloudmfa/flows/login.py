@@ -9,7 +9,7 @@ from datetime import datetime
 
 from cloudmfa.config import MfaPolicy
 from cloudmfa.errors import AccountLocked, InvalidCredentials, RateLimited
-from cloudmfa.flows import mfa, throttling
+from cloudmfa.flows import second_factor, throttling
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.principal import enrollment_deadline, must_enroll
@@ -44,7 +44,7 @@ async def login_with_password(
     password: str,
     *,
     device_token: str | None = None,
-) -> Authenticated | mfa.MfaRequired:
+) -> Authenticated | second_factor.MfaRequired:
     email = normalise_email(email)
     try:
         await svc.throttle.reserve(email)
@@ -59,15 +59,13 @@ async def login_with_password(
     await svc.throttle.release(email)
 
     async with svc.reader.connect() as conn:
-        second = await svc.factors.login_factors(conn, user.id)
-    if second.options:
+        offer = await svc.factor_types.second_step(conn, user.id)
+    if offer.factors:
         if device_token and await _remembered(svc, user.id, device_token):
-            result = await _open(
-                svc, info, user, REMEMBERED_DEVICE_AMR, active_factors=len(second.options)
-            )
+            result = await _open(svc, info, user, REMEMBERED_DEVICE_AMR, active_factors=1)
             await svc.throttle.reset(email)
             return result
-        return await mfa.begin(svc, user_id=user.id, email=email, second=second)
+        return await second_factor.begin(svc, user_id=user.id, email=email, offer=offer)
     result = await _open(svc, info, user, ["pwd"], active_factors=0)
     await svc.throttle.reset(email)
     return result

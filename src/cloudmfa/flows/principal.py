@@ -72,7 +72,7 @@ async def authenticate(svc: Services, access_token: str) -> Principal:
         user = await user_repo.get_by_id(conn, claims.sub)
         if user is None or user.locked_at is not None:
             raise InvalidToken("The session has ended.")
-        count = await svc.factors.count_active(conn, user.id)
+        count = await svc.factor_types.count_active(conn, user.id)
     return Principal(
         user=user,
         claims=claims,

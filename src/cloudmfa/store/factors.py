@@ -6,7 +6,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.factors.base import StoredFactor
@@ -17,17 +18,6 @@ from cloudmfa.store.models import factors
 _GET_FACTOR = select(factors).where(
     factors.c.id == bindparam("b_id"), factors.c.user_id == bindparam("b_user_id")
 )
-_CLAIM_TIME_STEP = (
-    update(factors)
-    .where(
-        factors.c.id == bindparam("b_id"),
-        or_(factors.c.last_used_step.is_(None), factors.c.last_used_step < bindparam("b_step")),
-    )
-    .values(last_used_step=bindparam("b_step"), last_used_at=bindparam("b_now"))
-    .returning(factors.c.id)
-)
-
-
 _ACTIVE_OF_TYPES = (
     select(factors)
     .where(
@@ -58,7 +48,8 @@ def factor_from_row(row: Mapping[Any, Any]) -> StoredFactor:
         status=row["status"],
         secret=bytes(row["secret"]) if row["secret"] is not None else None,
         data=dict(row["data"] or {}),
-        last_used_step=row["last_used_step"],
+        lookup_key=row["lookup_key"],
+        counter=row["counter"],
         created_at=row["created_at"],
         activated_at=row["activated_at"],
         last_used_at=row["last_used_at"],
@@ -75,7 +66,8 @@ async def insert_factor(conn: AsyncConnection, factor: StoredFactor) -> None:
             status=factor.status,
             secret=factor.secret,
             data=factor.data,
-            last_used_step=factor.last_used_step,
+            lookup_key=factor.lookup_key,
+            counter=factor.counter,
             created_at=factor.created_at,
         )
     )
@@ -116,29 +108,46 @@ async def count_all(conn: AsyncConnection, user_id: str) -> int:
     return int((await conn.execute(stmt)).scalar_one())
 
 
-async def activate(conn: AsyncConnection, factor_id: str, now: datetime) -> bool:
-    """pending → active, once: a second concurrent activation finds nothing to change."""
+class DuplicateLookupKey(Exception):
+    """Another factor of the same type already holds this lookup key."""
+
+
+async def activate(
+    conn: AsyncConnection,
+    factor_id: str,
+    now: datetime,
+    *,
+    data: Mapping[str, Any] | None = None,
+    lookup_key: str | None = None,
+    counter: int | None = None,
+) -> bool:
+    """pending → active, once (a second concurrent activation finds nothing to change), with
+    what the activation asked to keep."""
+    values: dict[str, Any] = {"status": "active", "activated_at": now, "last_used_at": now}
+    if data is not None:
+        values["data"] = dict(data)
+    if lookup_key is not None:
+        values["lookup_key"] = lookup_key
+    if counter is not None:
+        values["counter"] = counter
     stmt = (
         update(factors)
         .where(factors.c.id == factor_id, factors.c.status == "pending")
-        .values(status="active", activated_at=now, last_used_at=now)
+        .values(**values)
         .returning(factors.c.id)
     )
-    return (await conn.execute(stmt)).first() is not None
+    try:
+        return (await conn.execute(stmt)).first() is not None
+    except IntegrityError as exc:
+        raise DuplicateLookupKey(lookup_key) from exc
 
 
-async def claim_time_step(conn: AsyncConnection, factor_id: str, step: int, now: datetime) -> bool:
-    """Record a TOTP time step as used, only if it is later than every step used before.
-
-    One conditional UPDATE: of two concurrent requests with the same code exactly one finds
-    the row still matching (RFC 6238 §5.2: a code is accepted at most once).
-    """
-    params = {"b_id": factor_id, "b_step": step, "b_now": now}
-    return (await conn.execute(_CLAIM_TIME_STEP, params)).first() is not None
-
-
-async def mark_used(conn: AsyncConnection, factor_id: str, now: datetime) -> None:
-    await conn.execute(update(factors).where(factors.c.id == factor_id).values(last_used_at=now))
+async def find_by_lookup_key(
+    conn: AsyncConnection, factor_type: str, lookup_key: str
+) -> StoredFactor | None:
+    stmt = select(factors).where(factors.c.type == factor_type, factors.c.lookup_key == lookup_key)
+    row = (await conn.execute(stmt)).first()
+    return factor_from_row(row._mapping) if row else None
 
 
 async def delete_factor(conn: AsyncConnection, factor_id: str, user_id: str) -> bool:

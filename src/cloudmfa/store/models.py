@@ -83,11 +83,16 @@ factors = Table(
     Column("status", String(16), nullable=False),  # pending | active
     Column("secret", LargeBinary, nullable=True),  # encrypted at rest (secretbox)
     Column("data", JSON, nullable=False, default=dict),  # type-specific, never secret
-    Column("last_used_step", BigInteger, nullable=True),  # TOTP replay protection
+    # Found fast and unique per type (a WebAuthn credential id); types that need none leave it.
+    Column("lookup_key", String(255), nullable=True),
+    # Only ever advanced by a claim (store/claims.py): TOTP's last accepted time step, a
+    # WebAuthn signature count.
+    Column("counter", BigInteger, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("activated_at", UTCDateTime, nullable=True),
     Column("last_used_at", UTCDateTime, nullable=True),
     Index("ix_factors_user_id_status", "user_id", "status"),
+    Index("ix_factors_type_lookup_key", "type", "lookup_key", unique=True),
 )
 
 recovery_codes = Table(
@@ -95,10 +100,13 @@ recovery_codes = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
-    Column("code_hash", String(128), nullable=False),
+    # The code's first group, which finds its row; NULL for codes issued before codes were
+    # stored under a salted hash (factors/recovery/codes.py).
+    Column("lookup", String(8), nullable=True),
+    Column("code_hash", String(255), nullable=False),  # argon2id (SHA-256 for the old ones)
     Column("created_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime, nullable=True),
-    Index("ix_recovery_codes_user_id", "user_id"),
+    Index("ix_recovery_codes_user_id_lookup", "user_id", "lookup"),
 )
 
 sessions = Table(

@@ -1,25 +1,44 @@
-"""Recovery codes, stored only as hashes."""
+"""Recovery codes, stored only as hashes (factors/recovery/codes.py says which)."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.store.models import recovery_codes
 
 
+@dataclass(frozen=True, slots=True)
+class NewRecoveryCode:
+    lookup: str
+    code_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnusedRecoveryCode:
+    id: str
+    code_hash: str
+
+
 async def replace_set(
-    conn: AsyncConnection, user_id: str, code_hashes: list[str], now: datetime
+    conn: AsyncConnection, user_id: str, codes: list[NewRecoveryCode], now: datetime
 ) -> None:
     await conn.execute(delete(recovery_codes).where(recovery_codes.c.user_id == user_id))
     await conn.execute(
         insert(recovery_codes),
         [
-            {"id": str(uuid.uuid4()), "user_id": user_id, "code_hash": h, "created_at": now}
-            for h in code_hashes
+            {
+                "id": str(uuid.uuid4()),
+                "user_id": user_id,
+                "lookup": code.lookup,
+                "code_hash": code.code_hash,
+                "created_at": now,
+            }
+            for code in codes
         ],
     )
 
@@ -30,25 +49,57 @@ _COUNT_UNUSED = (
     .where(recovery_codes.c.user_id == bindparam("b_user_id"), recovery_codes.c.used_at.is_(None))
 )
 
+_UNUSED_BY_LOOKUP = select(recovery_codes.c.id, recovery_codes.c.code_hash).where(
+    recovery_codes.c.user_id == bindparam("b_user_id"),
+    recovery_codes.c.lookup == bindparam("b_lookup"),
+    recovery_codes.c.used_at.is_(None),
+)
+
 
 async def count_unused(conn: AsyncConnection, user_id: str) -> int:
     return int((await conn.execute(_COUNT_UNUSED, {"b_user_id": user_id})).scalar_one())
 
 
-async def redeem(conn: AsyncConnection, user_id: str, code_hash: str, now: datetime) -> bool:
-    """Spend a code in one conditional UPDATE: of parallel redemptions exactly one succeeds."""
-    stmt = (
-        update(recovery_codes)
-        .where(
-            recovery_codes.c.user_id == user_id,
-            recovery_codes.c.code_hash == code_hash,
-            recovery_codes.c.used_at.is_(None),
-        )
-        .values(used_at=now)
-        .returning(recovery_codes.c.id)
-    )
-    return (await conn.execute(stmt)).first() is not None
+async def unused_by_lookup(
+    conn: AsyncConnection, user_id: str, lookup: str
+) -> list[UnusedRecoveryCode]:
+    rows = await conn.execute(_UNUSED_BY_LOOKUP, {"b_user_id": user_id, "b_lookup": lookup})
+    return [UnusedRecoveryCode(row.id, row.code_hash) for row in rows]
 
 
 async def delete_all(conn: AsyncConnection, user_id: str) -> None:
     await conn.execute(delete(recovery_codes).where(recovery_codes.c.user_id == user_id))
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRecoveryCode:
+    """Mark one unused code used (store/claims.py)."""
+
+    code_id: str
+
+    def statement(self, now: datetime) -> Update:
+        return (
+            update(recovery_codes)
+            .where(recovery_codes.c.id == self.code_id, recovery_codes.c.used_at.is_(None))
+            .values(used_at=now)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SpendLegacyRecoveryCode:
+    """Mark one unused code of the old shape (bare SHA-256, no lookup) used."""
+
+    user_id: str
+    code_hash: str
+
+    def statement(self, now: datetime) -> Update:
+        return (
+            update(recovery_codes)
+            .where(
+                recovery_codes.c.user_id == self.user_id,
+                recovery_codes.c.lookup.is_(None),
+                recovery_codes.c.code_hash == self.code_hash,
+                recovery_codes.c.used_at.is_(None),
+            )
+            .values(used_at=now)
+        )

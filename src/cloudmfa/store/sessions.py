@@ -49,23 +49,25 @@ _INSERT_SESSION = insert(sessions)
 _INSERT_REFRESH_TOKEN = insert(refresh_tokens)
 
 
+def session_row(s: Session) -> dict[str, Any]:
+    """The columns of a new session's row."""
+    return {
+        "id": s.id,
+        "user_id": s.user_id,
+        "created_at": s.created_at,
+        "auth_time": s.auth_time,
+        "last_seen_at": s.last_seen_at,
+        "expires_at": s.expires_at,
+        "amr": list(s.amr),
+        "acr": s.acr,
+        "mfa_verified": s.mfa_verified,
+        "ip": s.ip,
+        "user_agent": s.user_agent,
+    }
+
+
 async def insert_session(conn: AsyncConnection, s: Session) -> None:
-    await conn.execute(
-        _INSERT_SESSION,
-        {
-            "id": s.id,
-            "user_id": s.user_id,
-            "created_at": s.created_at,
-            "auth_time": s.auth_time,
-            "last_seen_at": s.last_seen_at,
-            "expires_at": s.expires_at,
-            "amr": list(s.amr),
-            "acr": s.acr,
-            "mfa_verified": s.mfa_verified,
-            "ip": s.ip,
-            "user_agent": s.user_agent,
-        },
-    )
+    await conn.execute(_INSERT_SESSION, session_row(s))
 
 
 async def get_session(conn: AsyncConnection, session_id: str) -> Session | None:

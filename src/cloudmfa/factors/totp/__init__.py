@@ -2,81 +2,93 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from cloudmfa.errors import InvalidCode, ValidationFailed
+from cloudmfa.errors import InvalidCode
 from cloudmfa.factors.base import (
+    Activation,
     Challenge,
+    CodeProof,
+    CodeProofKind,
     Enrolment,
-    FactorEnv,
-    FactorOption,
-    Proof,
+    EnrolParams,
+    FactorDeps,
+    LoginAttempt,
+    NothingToSend,
+    OfferedFactor,
+    ParamsKind,
     StoredFactor,
     UserRef,
-    proof_code,
+    Verified,
 )
 from cloudmfa.factors.totp.enrol import new_secret, otpauth_uri, qr_svg
 from cloudmfa.factors.totp.verify import TotpParameters, verify_totp_code
-from cloudmfa.store.claims import Claim, TimeStepClaim
+from cloudmfa.store.claims import AdvanceCounter
+
+DEFAULT_LABEL = "Authenticator app"
 
 
 class TotpFactor:
     type: ClassVar[str] = "totp"
+    params: ClassVar[ParamsKind] = EnrolParams
+    proof: ClassVar[CodeProofKind] = CodeProof
     # The claim spends the time step only if the factor still exists and the step is newer
-    # than its last one, so a snapshot's stale last step lets no replay through.
+    # than its last one, so a snapshot's stale counter lets no replay through.
     verifies_from_snapshot: ClassVar[bool] = True
+    uses_challenge: ClassVar[bool] = False
 
-    def __init__(self, params: TotpParameters | None = None) -> None:
-        self.params = params or TotpParameters()
+    def __init__(self, deps: FactorDeps, parameters: TotpParameters) -> None:
+        self._deps = deps
+        self.parameters = parameters
 
-    async def enrol(
-        self, env: FactorEnv, *, user: UserRef, factor_id: str, params: dict[str, Any]
-    ) -> Enrolment:
-        label = params.get("label") or "Authenticator app"
-        if not isinstance(label, str):
-            raise ValidationFailed("label: must be a string")
+    async def enrol(self, user: UserRef, factor_id: str, params: EnrolParams) -> Enrolment:
         secret = new_secret()
-        uri = otpauth_uri(secret=secret, issuer=env.issuer, account=user.email, params=self.params)
+        uri = otpauth_uri(
+            secret=secret, issuer=self._deps.issuer, account=user.email, params=self.parameters
+        )
         return Enrolment(
-            label=label,
+            label=params.label or DEFAULT_LABEL,
             secret=secret.encode("ascii"),
             data={
-                "algorithm": self.params.algorithm,
-                "digits": self.params.digits,
-                "period": self.params.period,
+                "algorithm": self.parameters.algorithm,
+                "digits": self.parameters.digits,
+                "period": self.parameters.period,
             },
-            response={"secret": secret, "otpauth_uri": uri, "qr_svg": qr_svg(uri)},
+            shown={"secret": secret, "otpauth_uri": uri, "qr_svg": qr_svg(uri)},
         )
 
-    async def activate(self, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]) -> Claim:
+    async def activate(
+        self, factor: StoredFactor, proof: CodeProof, kept: Mapping[str, Any] | None
+    ) -> Activation:
         # The activation code is spent like a login code, so it cannot be replayed later.
-        return (await self.verify(env, factor, proof)).claim
+        return Activation(claim=self._claim(factor, proof))
 
-    async def challenge(
-        self, conn: AsyncConnection, env: FactorEnv, factor: StoredFactor
-    ) -> Challenge:
-        return Challenge(status=200, body={})  # nothing to send: the app shows the code
+    async def challenge(self, factor: StoredFactor, attempt: LoginAttempt) -> Challenge:
+        return Challenge(NothingToSend())  # the app shows the code
 
-    async def verify(self, env: FactorEnv, factor: StoredFactor, proof: dict[str, Any]) -> Proof:
+    async def verify(
+        self, factor: StoredFactor, proof: CodeProof, attempt: LoginAttempt
+    ) -> Verified:
+        return Verified(amr=("otp",), claim=self._claim(factor, proof))
+
+    def _claim(self, factor: StoredFactor, proof: CodeProof) -> AdvanceCounter:
         if factor.secret is None:
             raise InvalidCode("The code is not valid.")
-        secret = env.secretbox.decrypt(factor.secret, context=factor.id).decode("ascii")
-        now = env.clock.now()
+        secret = self._deps.secretbox.decrypt(factor.secret, context=factor.id).decode("ascii")
         matched = verify_totp_code(
             secret_base32=secret,
-            code=proof_code(proof),
-            unix_time=now.timestamp(),
+            code=proof.code,
+            unix_time=self._deps.clock.now().timestamp(),
             params=_stored_parameters(factor),
-            last_used_step=factor.last_used_step,
+            last_used_step=factor.counter,
         )
         # Spending the step (RFC 6238 §5.2) is the claim: a parallel request with the same
         # code then finds it taken, and the code is refused.
-        return Proof(amr=("otp",), claim=TimeStepClaim(factor.id, matched.step))
+        return AdvanceCounter(factor.id, matched.step)
 
-    def describe(self, factor: StoredFactor) -> FactorOption:
-        return FactorOption(id=factor.id, type=self.type, label=factor.label)
+    def describe(self, factor: StoredFactor) -> OfferedFactor:
+        return OfferedFactor(id=factor.id, type=self.type, label=factor.label)
 
 
 def _stored_parameters(factor: StoredFactor) -> TotpParameters:
