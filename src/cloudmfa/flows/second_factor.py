@@ -42,6 +42,7 @@ from cloudmfa.store.sign_in import Completion, NewDevice
 
 NOT_OFFERED = "That factor was not offered for this sign-in."
 GONE = "That factor is no longer available."
+LOCKED = "This account is locked; contact an administrator."
 P = TypeVar("P", CodeProof, CredentialProof)
 
 
@@ -83,7 +84,10 @@ async def challenge(
         return NothingToSend()  # the user holds the codes
     kind = svc.factor_types.get(factor_type)
     async with svc.reader.connect() as conn:
+        user = await user_repo.get_by_id(conn, attempt.user_id)
         factor = await factor_repo.get_factor(conn, factor_id, attempt.user_id)
+    if user is None or user.locked_at is not None:
+        raise AccountLocked(LOCKED)  # sends nothing to a locked account
     if kind is None or factor is None or factor.status != "active":
         raise InvalidCode(GONE)
     result = await kind.challenge(factor, attempt.as_seen_by_factor())
@@ -171,8 +175,12 @@ async def verify(
             if tries >= max_tries:
                 await svc.attempts.end(attempt)
             raise
-        except (MfaTokenExpired, AccountLocked):
-            await svc.throttle.release(attempt.email)  # not a wrong proof
+        except MfaTokenExpired:
+            await svc.throttle.release(attempt.email)  # lost a race, not a wrong proof
+            raise
+        except AccountLocked:
+            await svc.throttle.release(attempt.email)  # not a wrong proof either
+            await svc.attempts.end(attempt)  # locking ended it
             raise
     except BaseException:
         await svc.attempts.release(attempt)
@@ -289,7 +297,7 @@ async def _refuse_locked_account(svc: Services, info: RequestInfo, user_id: str)
                 "login.failed", subject_id=user_id, outcome="failure", reason="account_locked"
             ),
         )
-        raise AccountLocked("This account is locked; contact an administrator.")
+        raise AccountLocked(LOCKED)
 
 
 async def _withdraw(svc: Services, info: RequestInfo, completion: Completion) -> None:
