@@ -14,20 +14,29 @@ that keeps its state in the ``factors`` row.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Update, exists, literal_column, or_, select, update
+from sqlalchemy import Update, bindparam, exists, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.store.models import factors, users
 
 
 class Claim(Protocol):
-    def statement(self, now: datetime) -> Update:
-        """A conditional UPDATE (no RETURNING) that spends the proof: once spent it matches
-        no row."""
+    """What a proof spends. The statement is built once per claim class, with bind parameters
+    (building a statement costs more CPU than running it); each claim gives the values."""
+
+    @staticmethod
+    def template() -> Update:
+        """A conditional UPDATE (no RETURNING) that spends the proof: once spent it matches no
+        row. Its bind parameters start with ``claim_``; ``claim_now`` is the time of use."""
+        ...
+
+    def params(self) -> dict[str, Any]:
+        """Values for the template's bind parameters, but ``claim_now``."""
         ...
 
 
@@ -39,15 +48,19 @@ class AdvanceCounter:
     factor_id: str
     value: int
 
-    def statement(self, now: datetime) -> Update:
+    @staticmethod
+    def template() -> Update:
         return (
             update(factors)
             .where(
-                factors.c.id == self.factor_id,
-                or_(factors.c.counter.is_(None), factors.c.counter < self.value),
+                factors.c.id == bindparam("claim_factor_id"),
+                or_(factors.c.counter.is_(None), factors.c.counter < bindparam("claim_value")),
             )
-            .values(counter=self.value, last_used_at=now)
+            .values(counter=bindparam("claim_value"), last_used_at=bindparam("claim_now"))
         )
+
+    def params(self) -> dict[str, Any]:
+        return {"claim_factor_id": self.factor_id, "claim_value": self.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,26 +70,37 @@ class UseFactor:
 
     factor_id: str
 
-    def statement(self, now: datetime) -> Update:
-        return update(factors).where(factors.c.id == self.factor_id).values(last_used_at=now)
+    @staticmethod
+    def template() -> Update:
+        return (
+            update(factors)
+            .where(factors.c.id == bindparam("claim_factor_id"))
+            .values(last_used_at=bindparam("claim_now"))
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {"claim_factor_id": self.factor_id}
 
 
-def user_unlocked(user_id: str) -> ColumnElement[bool]:
-    """A claim made for a locked account spends nothing: locking ends pending sign-ins."""
-    return exists(select(users.c.id).where(users.c.id == user_id, users.c.locked_at.is_(None)))
-
-
-def claim_statement(claim: Claim, *, user_id: str, now: datetime) -> Update:
-    """The claim as the store runs it: for an unlocked account only, saying whether it matched."""
-    return (
-        claim.statement(now)
-        .where(user_unlocked(user_id))
-        .returning(literal_column("1").label("spent"))
+@functools.cache
+def runnable(claim_type: type[Claim]) -> Update:
+    """The claim as the store runs it: for an unlocked account only (locking ends pending
+    sign-ins), saying whether it matched. Built once per claim class."""
+    unlocked = exists(
+        select(users.c.id).where(
+            users.c.id == bindparam("claim_user_id"), users.c.locked_at.is_(None)
+        )
     )
+    return claim_type.template().where(unlocked).returning(literal_column("1").label("spent"))
+
+
+def bound(claim: Claim, *, user_id: str, now: datetime) -> dict[str, Any]:
+    """The values of ``runnable(type(claim))``."""
+    return {**claim.params(), "claim_user_id": user_id, "claim_now": now}
 
 
 async def apply(conn: AsyncConnection, claim: Claim, *, user_id: str, now: datetime) -> bool:
     """Apply a claim in the caller's transaction; False when it was already spent (or the
     account is locked)."""
-    result = await conn.execute(claim_statement(claim, user_id=user_id, now=now))
+    result = await conn.execute(runnable(type(claim)), bound(claim, user_id=user_id, now=now))
     return result.first() is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -77,12 +78,19 @@ class SpendRecoveryCode:
 
     code_id: str
 
-    def statement(self, now: datetime) -> Update:
+    @staticmethod
+    def template() -> Update:
         return (
             update(recovery_codes)
-            .where(recovery_codes.c.id == self.code_id, recovery_codes.c.used_at.is_(None))
-            .values(used_at=now)
+            .where(
+                recovery_codes.c.id == bindparam("claim_code_id"),
+                recovery_codes.c.used_at.is_(None),
+            )
+            .values(used_at=bindparam("claim_now"))
         )
+
+    def params(self) -> dict[str, Any]:
+        return {"claim_code_id": self.code_id}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +100,18 @@ class SpendLegacyRecoveryCode:
     user_id: str
     code_hash: str
 
-    def statement(self, now: datetime) -> Update:
+    @staticmethod
+    def template() -> Update:
         return (
             update(recovery_codes)
             .where(
-                recovery_codes.c.user_id == self.user_id,
+                recovery_codes.c.user_id == bindparam("claim_owner_id"),
                 recovery_codes.c.lookup.is_(None),
-                recovery_codes.c.code_hash == self.code_hash,
+                recovery_codes.c.code_hash == bindparam("claim_code_hash"),
                 recovery_codes.c.used_at.is_(None),
             )
-            .values(used_at=now)
+            .values(used_at=bindparam("claim_now"))
         )
+
+    def params(self) -> dict[str, Any]:
+        return {"claim_owner_id": self.user_id, "claim_code_hash": self.code_hash}

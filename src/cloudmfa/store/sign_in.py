@@ -14,12 +14,27 @@ Both are SQLAlchemy Core built from the table definitions in store/models.py.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Select, Table, exists, func, insert, literal, select, union_all
+from sqlalchemy import (
+    JSON,
+    Insert,
+    Select,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cloudmfa.store import claims
@@ -46,10 +61,10 @@ class Completion:
     device: NewDevice | None
     events: Sequence[AuditEvent]
 
-    def rows(self) -> list[tuple[Table, list[dict[str, Any]]]]:
+    def rows(self) -> Rows:
         """The rows to insert once the claim is spent, table by table, in foreign-key order."""
         s, now = self.session, self.session.created_at
-        rows: list[tuple[Table, list[dict[str, Any]]]] = [
+        rows: Rows = [
             (sessions, [session_row(s)]),
             (
                 refresh_tokens,
@@ -80,43 +95,64 @@ class SignInStore:
     async def complete(self, completion: Completion) -> bool:
         """Write the whole completion atomically; False, and nothing written, when the claim
         matched no row."""
+        session, rows = completion.session, completion.rows()
+        claim_values = claims.bound(
+            completion.claim, user_id=session.user_id, now=session.created_at
+        )
         if self._one_statement:
+            tables = tuple(table.name for table, _ in rows)
+            statement = _one_statement(type(completion.claim), tables)
             async with self._reader.connect() as conn:  # no transaction: one statement
-                written = (await conn.execute(_as_one_statement(completion))).scalar_one()
-            return bool(written)
-        session = completion.session
+                result = await conn.execute(statement, {**claim_values, **_values(rows)})
+            return bool(result.scalar_one())
         async with self._engine.begin() as conn:
-            spent = await claims.apply(
-                conn, completion.claim, user_id=session.user_id, now=session.created_at
-            )
-            if not spent:
+            spent = await conn.execute(claims.runnable(type(completion.claim)), claim_values)
+            if spent.first() is None:
                 return False
-            for table, rows in completion.rows():
-                await conn.execute(insert(table), rows)
+            for table, table_rows in rows:
+                await conn.execute(_INSERTS[table.name], table_rows)
         return True
 
 
-def _as_one_statement(completion: Completion) -> Select[Any]:
-    """WITH claim AS (UPDATE … RETURNING 1), new_sessions AS (INSERT … SELECT … WHERE EXISTS
-    (claim) RETURNING 1), … SELECT count(*) FROM new_sessions."""
-    session = completion.session
-    claim = claims.claim_statement(
-        completion.claim, user_id=session.user_id, now=session.created_at
-    ).cte("claim")
+Rows = list[tuple[Table, list[dict[str, Any]]]]
+
+_TABLES = {t.name: t for t in (sessions, refresh_tokens, remembered_devices, audit_events)}
+_INSERTS = {name: insert(table) for name, table in _TABLES.items()}
+
+
+def _values(rows: Rows) -> dict[str, str]:
+    """One JSON array per table: a handful of bind parameters instead of one per column, which
+    is most of what running the statement costs the service (bench/README.md)."""
+    return {
+        f"{table.name}_rows": json.dumps(table_rows, default=_json_value)
+        for table, table_rows in rows
+    }
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()  # with its offset: PostgreSQL reads it as timestamptz
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@functools.cache
+def _one_statement(claim_type: type[Claim], tables: tuple[str, ...]) -> Select[Any]:
+    """WITH claim AS (UPDATE … RETURNING 1), new_sessions AS (INSERT … SELECT … FROM
+    json_populate_recordset(NULL::sessions, $rows) WHERE EXISTS (claim) RETURNING …), …
+    SELECT count(*) FROM new_sessions. Built once per claim class and set of tables (with a
+    remembered device or not), then run with bound values."""
+    claim = claims.runnable(claim_type).cte("claim")
     spent = exists(select(claim))
-    inserted = [
-        _insert_if(table, rows, spent).cte(f"new_{table.name}") for table, rows in completion.rows()
-    ]
+    inserted = [_insert_if(_TABLES[name], spent).cte(f"new_{name}") for name in tables]
     # Every data-modifying CTE runs whether or not the query reads it.
     return select(func.count()).select_from(inserted[0]).add_cte(*inserted[1:])
 
 
-def _insert_if(table: Table, rows: list[dict[str, Any]], condition: Any) -> Insert:
-    columns = list(rows[0])
-    selects = [
-        select(*(literal(row[name], type_=table.c[name].type) for name in columns)).where(condition)
-        for row in rows
-    ]
-    source: Any = selects[0] if len(selects) == 1 else union_all(*selects)
-    first_column = table.c[columns[0]]
-    return insert(table).from_select(columns, source).returning(first_column)
+def _insert_if(table: Table, condition: Any) -> Insert:
+    """INSERT the rows of a JSON array, typed by the table's own row type, if ``condition``."""
+    rows = cast(bindparam(f"{table.name}_rows", type_=Text), JSON)
+    columns = [c.name for c in table.columns if not (c.primary_key and c.autoincrement is True)]
+    records = func.json_populate_recordset(literal_column(f"NULL::{table.name}"), rows)
+    source = records.table_valued(*columns)
+    selected = select(*(source.c[name] for name in columns)).where(condition)
+    return insert(table).from_select(columns, selected).returning(table.c[columns[0]])
