@@ -1,4 +1,4 @@
-"""The ``cloudmfa`` command: serve, migrate, create-admin, rotate-signing-key,
+"""The ``cloudmfa`` command: serve, migrate, prune, create-admin, rotate-signing-key,
 rotate-secret-key. Each command lives in the module of its purpose and adds its own subparser;
 this module only assembles them."""
 
