@@ -93,6 +93,45 @@ def machine() -> dict[str, Any]:
     }
 
 
+# Issue 12: each server worker stays at or under this much resident memory under load.
+WORKER_RSS_TARGET_MIB = 120
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    """The worker processes of `cloudmfa serve`: uvicorn starts them as multiprocessing spawn
+    children of the supervisor (its resource tracker, also a child, is not a worker)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # it ended meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
+        if parent == server_pid and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def resident_mib(pid: int) -> float:
+    """VmRSS from /proc/<pid>/status, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def workers_rss(server: Server) -> list[float]:
+    """Each worker's resident memory now (after a measurement), in MiB."""
+    assert server.proc is not None
+    pids = worker_pids(server.proc.pid)
+    if not pids:
+        raise RuntimeError(f"no worker processes found under the server (pid {server.proc.pid})")
+    return [resident_mib(pid) for pid in pids]
+
+
 # --- (d) the argon2id ceiling --------------------------------------------------------------
 
 
@@ -460,7 +499,7 @@ async def measure_backend(
     cloudmfa = str(Path(sys.executable).with_name("cloudmfa"))
     argv = [cloudmfa, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     out: dict[str, Any] = {}
-    with Server(argv, env, port, "/readyz"):
+    with Server(argv, env, port, "/readyz") as server:
         if "a" in args.only:
             await measure_password_step(port, pools["a"], WARMUP_S, args)
             runs = []
@@ -470,6 +509,7 @@ async def measure_backend(
                 log(f"[{name}] (a) password step, {share:g}s at {args.concurrency} clients")
                 runs.append(await measure_password_step(port, pools["a"], share, args))
             out["a_password_step"] = summarise_rounds(runs)
+            out["a_password_step"]["worker_rss_mib"] = workers_rss(server)
         if "b" in args.only:
             warmup, pools["b"] = pools["b"][:WARMUP_VERIFIES], pools["b"][WARMUP_VERIFIES:]
             await measure_totp_verify(port, warmup, settings, args)
@@ -487,9 +527,11 @@ async def measure_backend(
                 if ceilings:
                     await ceilings.lean(share, ("e1", "f"))
             out["b_totp_verify"] = summarise_rounds(runs)
+            out["b_totp_verify"]["worker_rss_mib"] = workers_rss(server)
         if "c" in args.only:
             log(f"[{name}] (c) full two-step login, {args.duration}s at {args.concurrency} clients")
             out["c_full_login"] = summarise(await measure_full_login(port, pools["c"], args))
+            out["c_full_login"]["worker_rss_mib"] = workers_rss(server)
     return out
 
 
@@ -573,8 +615,8 @@ def table(results: dict[str, Any]) -> str:
         f"({results['machine']['cpu_model']}), {results['concurrency']} concurrent clients, "
         f"{results['rounds']} rounds, fast path {results.get('fast_path', 'on')}",
         "",
-        "| backend | measurement | req/s | p50 ms | p99 ms | of ceiling |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| backend | measurement | req/s | p50 ms | p99 ms | of ceiling | worker RSS MiB after |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for backend, runs in results["backends"].items():
         for key, run in runs.items():
@@ -584,15 +626,16 @@ def table(results: dict[str, Any]) -> str:
                 share = f"{round(statistics.median(pairs[pair]), 1)} % of {ceiling_name} (median)"
             elif ceiling:
                 share = f"{ratio(run['rate'], ceiling)} % of {ceiling_name}"
+            rss = ", ".join(f"{mib:g}" for mib in run.get("worker_rss_mib", []))
             lines.append(
                 f"| {backend} | {label} | {run['rate']} | {run['p50_ms']} | {run['p99_ms']} "
-                f"| {share} |"
+                f"| {share} | {rss} |"
             )
     if "d_argon2_ceiling" in results:
         dd = results["d_argon2_ceiling"]
         lines.append(
             f"| — | (d) argon2id verifications/s, all cores | {round(dd['rate'], 1)} | "
-            f"{round(dd['single_hash_ms'], 1)} (one hash) | | |"
+            f"{round(dd['single_hash_ms'], 1)} (one hash) | | | |"
         )
 
     def median_of(pair: str, text: str) -> str:
@@ -619,9 +662,24 @@ def table(results: dict[str, Any]) -> str:
             run = results[key]
             lines.append(
                 f"| {backend} | {label} | {run['rate']} | {run['p50_ms']} | {run['p99_ms']} "
-                f"| {share} |"
+                f"| {share} | |"
             )
     lines.append("")
+    largest = max(
+        (
+            mib
+            for runs in results["backends"].values()
+            for run in runs.values()
+            for mib in run.get("worker_rss_mib", [])
+        ),
+        default=None,
+    )
+    if largest is not None:
+        verdict = "within" if largest <= WORKER_RSS_TARGET_MIB else "OVER"
+        lines.append(
+            f"Largest worker RSS after a measurement: {largest:g} MiB, {verdict} the target of "
+            f"{WORKER_RSS_TARGET_MIB} MiB per worker."
+        )
     if pairs:
         lines.append(
             "Ratios round by round (%): "

@@ -15,6 +15,7 @@ from cloudmfa.api.fast_path import FastPath
 from cloudmfa.api.ip_limit import IpLimit
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
+from cloudmfa.flows import maintenance
 from cloudmfa.services import Services
 
 log = logging.getLogger("cloudmfa")
@@ -32,9 +33,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await svc.start()
+        pruning = maintenance.start_pruning(svc)
         try:
             yield
         finally:
+            await maintenance.stop_pruning(pruning)
             await svc.close()
 
     app = FastAPI(

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     session_idle_minutes: float = Field(default=60, gt=0)
     reauth_window_s: int = Field(default=600, ge=30)
 
+    # Pruning rows past their use (flows/maintenance.py)
+    prune_interval_s: int = Field(default=3600, ge=0)  # in the background of serve; 0: off
+    pending_factor_max_hours: int = Field(default=24, ge=1)  # never activated: then deleted
+    audit_retention_days: int = Field(default=0, ge=0)  # 0: audit events are kept forever
+
     # The HTTP edge
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # POST /auth/verify answered beside FastAPI's router (api/fast_path.py); off: by the router.
