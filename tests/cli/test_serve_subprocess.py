@@ -349,6 +349,15 @@ def test_serve_with_an_unknown_database_scheme_fails_in_one_line(tmp_path: Path)
     assert_one_line_error(result, "CLOUDMFA_DATABASE_URL", "mysql")
 
 
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["migrate"]])
+def test_an_enabled_factor_type_this_release_lacks_fails_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    env = clean_env(CLOUDMFA_ENABLED_FACTORS="totp,sms,recovery")
+    result = run_cli(command, cwd=tmp_path, env=env)
+    assert_one_line_error(result, "CLOUDMFA_ENABLED_FACTORS", "sms", "totp, recovery")
+
+
 def test_serve_with_several_workers_but_no_redis_fails_in_one_line(tmp_path: Path) -> None:
     result = run_cli(
         ["serve", "--port", str(free_port()), "--workers", "2"], cwd=tmp_path, env=clean_env()

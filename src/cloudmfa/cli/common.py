@@ -29,14 +29,20 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def load_settings() -> Settings:
+    from cloudmfa.factors.registry import FactorTypeUnavailable, check_enabled
+
     try:
-        return Settings()
+        settings = Settings()
+        check_enabled(settings.enabled_factors)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             name = "CLOUDMFA_" + "_".join(str(p) for p in err["loc"]).upper()
             problems.append(f"{name}: {err['msg']}")
         raise CliError("invalid configuration: " + "; ".join(problems)) from None
+    except FactorTypeUnavailable as exc:
+        raise CliError(f"invalid configuration: {exc}") from None
+    return settings
 
 
 def run_async(make: Callable[[], Awaitable[T]]) -> T:

@@ -38,6 +38,17 @@ class FactorTypeUnavailable(ValueError):
     """A factor type is enabled that this release does not build."""
 
 
+def check_enabled(enabled: Iterable[str], factories: dict[str, FactorFactory] = FACTORIES) -> None:
+    """Raise FactorTypeUnavailable, saying what is provided, for an enabled type not built."""
+    missing = [name for name in enabled if name not in factories]
+    if missing:
+        built = ", ".join(factories) or "none"
+        raise FactorTypeUnavailable(
+            f"CLOUDMFA_ENABLED_FACTORS names {', '.join(missing)}, which this release does "
+            f"not provide (it provides: {built})"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class SecondStepOffer:
     """What the password step offers for the second one."""
@@ -56,13 +67,7 @@ class FactorTypes:
         factories: dict[str, FactorFactory] | None = None,
     ) -> None:
         factories = FACTORIES if factories is None else factories
-        missing = [name for name in enabled if name not in factories]
-        if missing:
-            built = ", ".join(factories) or "none"
-            raise FactorTypeUnavailable(
-                f"CLOUDMFA_ENABLED_FACTORS names {', '.join(missing)}, which this release does "
-                f"not provide (it provides: {built})"
-            )
+        check_enabled(enabled, factories)
         self.types: dict[str, FactorType] = {}
         self.backup: BackupFactor | None = None
         for name in dict.fromkeys(enabled):
