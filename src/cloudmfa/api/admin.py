@@ -18,7 +18,7 @@ from cloudmfa.api.schemas import (
     parse_id,
     problem_responses,
 )
-from cloudmfa.flows import admin, factors
+from cloudmfa.flows import admin
 from cloudmfa.store.users import User
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
@@ -121,7 +121,7 @@ async def unlock_user(
 )
 async def reset_mfa(user_id: str, principal: AdminDep, svc: ServicesDep, info: InfoDep) -> Response:
     """MFA reset: every factor, recovery code and remembered device goes; sessions end."""
-    await factors.reset_mfa(svc, principal, info, parse_id(user_id))
+    await admin.reset_mfa(svc, principal, info, parse_id(user_id))
     return Response(status_code=204)
 
 

@@ -1,5 +1,5 @@
 """Managing one's own factors (API.md "The signed-in user and their factors"): enrol, activate,
-remove, recovery codes, remembered devices, and the administrator's MFA reset."""
+remove, recovery codes, remembered devices."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from typing import Any
 from cloudmfa.errors import InvalidCode, NotFound, ValidationFailed
 from cloudmfa.factors.base import Enrolment, StoredFactor, UserRef
 from cloudmfa.flows.context import RequestInfo
-from cloudmfa.flows.principal import Principal, require_recent_authentication
-from cloudmfa.flows.sessions import revoke_all_for_user
+from cloudmfa.flows.principal import (
+    Principal,
+    require_recent_authentication,
+    require_recent_sign_in,
+)
 from cloudmfa.services import Services
 from cloudmfa.store import claims
 from cloudmfa.store import devices as device_repo
@@ -36,6 +39,7 @@ async def list_factors(svc: Services, principal: Principal) -> list[StoredFactor
 async def enrol(
     svc: Services, principal: Principal, info: RequestInfo, factor_type: str, params: dict[str, Any]
 ) -> tuple[StoredFactor, Enrolment]:
+    require_recent_sign_in(svc, principal)
     module = svc.factors.module(factor_type)
     if module is None:
         offered = ", ".join(svc.factors.row_types) or "none"
@@ -185,29 +189,4 @@ async def forget_device(
             raise NotFound("No such device.")
         await record(
             conn, svc.clock.now(), _event(principal, info, "device.forgotten", device_id=device_id)
-        )
-
-
-async def reset_mfa(svc: Services, admin: Principal, info: RequestInfo, user_id: str) -> None:
-    """The administrator's MFA reset: every factor, recovery code, remembered device and
-    session of the user goes."""
-    now = svc.clock.now()
-    async with svc.engine.begin() as conn:
-        if await user_repo.get_by_id(conn, user_id) is None:
-            raise NotFound("No such user.")
-        removed = await factor_repo.delete_all(conn, user_id)
-        await code_repo.delete_all(conn, user_id)
-        forgotten = await device_repo.forget_all(conn, user_id)
-        revoked = await revoke_all_for_user(conn, svc, user_id, reason="mfa_reset")
-        await record(
-            conn,
-            now,
-            info.event(
-                "mfa.reset",
-                subject_id=user_id,
-                actor_id=admin.user.id,
-                factors_removed=removed,
-                devices_forgotten=forgotten,
-                sessions_revoked=len(revoked),
-            ),
         )
