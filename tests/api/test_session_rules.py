@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest_asyncio
 
 from cloudmfa.flows.accounts import create_admin
@@ -199,6 +200,64 @@ async def test_lock_unlock_and_mfa_reset_need_a_recent_sign_in_reads_do_not(api:
     headers = bearer((await mfa_sign_in(api, await admin_user(api, "fresh")))["access_token"])
     r = await api.client.delete(f"/api/v1/admin/users/{target.id}/factors", headers=headers)
     assert r.status_code == 204, r.text
+
+
+# --- 3. a wrong current password counts against the account limit ----------------------------
+
+
+async def change_password(api: Api, headers: dict[str, str], current: str) -> httpx.Response:
+    return await api.client.post(
+        "/api/v1/me/password",
+        json={"current_password": current, "new_password": "quiet-harbour-lemon-kite-88"},
+        headers=headers,
+    )
+
+
+async def test_wrong_current_passwords_count_against_the_account_limit(api: Api) -> None:
+    user, headers = await api.signed_in("guesser")
+    limit = api.svc.settings.login_max_failures
+    for i in range(limit):
+        r = await change_password(api, headers, f"wrong-guess-number-{i}")
+        assert_problem(r, 401, "invalid_credentials")
+
+    r = await change_password(api, headers, "wrong-guess-once-more")
+    assert_problem(r, 429, "rate_limited")
+    assert int(r.headers["retry-after"]) > 0
+    # Not even the right password is checked now, and login is throttled too.
+    assert_problem(await change_password(api, headers, PASSWORD), 429, "rate_limited")
+    r = await api.client.post(
+        "/api/v1/auth/login", json={"email": user["email"], "password": PASSWORD}
+    )
+    assert_problem(r, 429, "rate_limited")
+
+
+async def test_a_throttled_account_gets_429_on_password_change(api: Api) -> None:
+    user, headers = await api.signed_in("throttled")
+    for i in range(api.svc.settings.login_max_failures):
+        r = await api.client.post(
+            "/api/v1/auth/login", json={"email": user["email"], "password": f"wrong-{i}-pass"}
+        )
+        assert_problem(r, 401, "invalid_credentials")
+
+    assert_problem(await change_password(api, headers, PASSWORD), 429, "rate_limited")
+
+
+async def test_a_right_current_password_does_not_use_up_the_limit(api: Api) -> None:
+    user, headers = await api.signed_in("honest")
+    limit = api.svc.settings.login_max_failures
+    for i in range(limit - 1):
+        assert_problem(
+            await change_password(api, headers, f"wrong-{i}-pass"), 401, "invalid_credentials"
+        )
+
+    r = await change_password(api, headers, PASSWORD)
+
+    assert r.status_code == 204, r.text
+    r = await api.client.post(
+        "/api/v1/auth/login",
+        json={"email": user["email"], "password": "quiet-harbour-lemon-kite-88"},
+    )
+    assert r.status_code == 200, r.text
 
 
 # --- 8. the first factor needs a recent sign-in ---------------------------------------------
