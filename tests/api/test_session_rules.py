@@ -4,6 +4,7 @@ from the account's current state."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -258,6 +259,52 @@ async def test_a_right_current_password_does_not_use_up_the_limit(api: Api) -> N
         json={"email": user["email"], "password": "quiet-harbour-lemon-kite-88"},
     )
     assert r.status_code == 200, r.text
+
+
+# --- 4. /me/events names an administrator only by role --------------------------------------
+
+
+async def test_own_events_name_an_administrator_only_by_role(api: Api) -> None:
+    user = await mfa_user(api, "watched")
+    admin, headers = await admin_session(api)
+    agent = {**headers, "User-Agent": ADMIN_USER_AGENT}
+    for action in ("lock", "unlock"):
+        r = await api.client.post(f"/api/v1/admin/users/{user.id}/{action}", headers=agent)
+        assert r.status_code == 204, r.text
+    r = await api.client.delete(f"/api/v1/admin/users/{user.id}/factors", headers=agent)
+    assert r.status_code == 204, r.text
+    own = bearer((await api.login(user.email))["access_token"])
+
+    r = await api.client.get("/api/v1/me/events", headers=own, params={"limit": 200})
+
+    assert r.status_code == 200, r.text
+    events = r.json()["events"]
+    by_admin = [
+        e for e in events if e["type"] in ("account.locked", "account.unlocked", "mfa.reset")
+    ]
+    assert len(by_admin) == 3
+    for event in by_admin:
+        assert event["actor"] == {"role": "admin"}
+        assert event["actor_id"] is None
+        assert event["ip"] is None
+        assert event["user_agent"] is None
+        assert event["subject_id"] == user.id
+    dump = json.dumps(events)
+    assert admin.id not in dump
+    assert admin.email not in dump
+    assert ADMIN_USER_AGENT not in dump
+    for event in events:
+        if event not in by_admin:
+            assert event["actor"] == {"role": "user"}
+            assert event["actor_id"] == user.id
+    # The administrators' trail keeps everything.
+    r = await api.client.get(
+        "/api/v1/admin/audit", params={"user_id": user.id, "type": "mfa.reset"}, headers=headers
+    )
+    [event] = r.json()["events"]
+    assert event["actor_id"] == admin.id
+    assert event["ip"] == "127.0.0.1"
+    assert event["user_agent"] == ADMIN_USER_AGENT
 
 
 # --- 8. the first factor needs a recent sign-in ---------------------------------------------
