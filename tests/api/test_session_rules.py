@@ -5,6 +5,8 @@ from the account's current state."""
 from __future__ import annotations
 
 import json
+import unicodedata
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -305,6 +307,49 @@ async def test_own_events_name_an_administrator_only_by_role(api: Api) -> None:
     assert event["actor_id"] == admin.id
     assert event["ip"] == "127.0.0.1"
     assert event["user_agent"] == ADMIN_USER_AGENT
+
+
+# --- 5. login normalises the email exactly as sign-up ---------------------------------------
+
+
+async def test_login_finds_the_account_by_any_spelling_sign_up_accepts(api: Api) -> None:
+    tag = uuid.uuid4().hex[:8]
+    nfc = unicodedata.normalize("NFC", f"Zoë.Ångström-{tag}@Bücher.example")
+    r = await api.client.post("/api/v1/accounts", json={"email": nfc, "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    stored = r.json()["email"]
+    assert stored == f"zoë.ångström-{tag}@xn--bcher-kva.example"
+
+    spellings = [
+        nfc,
+        unicodedata.normalize("NFD", nfc),
+        f"ZOË.ÅNGSTRÖM-{tag.upper()}@XN--BCHER-KVA.EXAMPLE",
+        unicodedata.normalize("NFD", f"zoë.ångström-{tag}@xn--bcher-kva.example"),
+        f"  {stored}  ",
+    ]
+    for spelling in spellings:
+        r = await api.client.post(
+            "/api/v1/auth/login", json={"email": spelling, "password": PASSWORD}
+        )
+        assert r.status_code == 200, (spelling, r.text)
+        r = await api.client.post(
+            "/api/v1/accounts", json={"email": spelling.strip(), "password": PASSWORD}
+        )
+        assert_problem(r, 409, "email_taken")
+
+
+async def test_create_admin_finds_the_account_by_another_spelling(api: Api) -> None:
+    tag = uuid.uuid4().hex[:8]
+    account = await api.sign_up(f"rené-{tag}@exämple.org")
+
+    result = await create_admin(
+        api.svc,
+        email=unicodedata.normalize("NFD", f"RENÉ-{tag}@xn--exmple-cua.org"),
+        password=PASSWORD,
+    )
+
+    assert result.created is False
+    assert result.user.id == account["id"]
 
 
 # --- 8. the first factor needs a recent sign-in ---------------------------------------------

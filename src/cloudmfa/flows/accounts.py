@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from cloudmfa.email_address import normalise_email
 from cloudmfa.errors import EmailTaken, Forbidden, InvalidCredentials, RateLimited
 from cloudmfa.flows import throttling
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
-from cloudmfa.flows.login import normalise_email
 from cloudmfa.flows.principal import Principal, require_recent_authentication
 from cloudmfa.flows.sessions import revoke_all_for_user
 from cloudmfa.services import Services
