@@ -12,7 +12,8 @@ import httpx
 import jwt
 import pyotp
 
-from conftest import Api
+from cloudmfa.flows.accounts import create_admin
+from conftest import PASSWORD, Api, bearer
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 AUDIT_EVENT_KEYS = {
@@ -76,6 +77,19 @@ async def mfa_user(api: Api, tag: str = "mfa") -> MfaUser:
     """A new account with one active TOTP factor (activated from its password-only session);
     the code is computed from the enrolment secret, never read from the database."""
     user, headers = await api.signed_in(tag)
+    return await add_totp(api, user["id"], user["email"], headers)
+
+
+async def admin_user(api: Api, tag: str = "admin") -> MfaUser:
+    """A new administrator (made the way `cloudmfa create-admin` makes one) with one active
+    TOTP factor, activated from its first, password-only session."""
+    email = api.new_email(tag)
+    result = await create_admin(api.svc, email=email, password=PASSWORD)
+    tokens = await api.login(email)
+    return await add_totp(api, result.user.id, email, bearer(tokens["access_token"]))
+
+
+async def add_totp(api: Api, user_id: str, email: str, headers: dict[str, str]) -> MfaUser:
     r = await api.client.post("/api/v1/me/factors", json={"type": "totp"}, headers=headers)
     assert r.status_code == 201, r.text
     factor = r.json()
@@ -85,9 +99,32 @@ async def mfa_user(api: Api, tag: str = "mfa") -> MfaUser:
         headers=headers,
     )
     assert r.status_code == 200, r.text
-    return MfaUser(
-        user["id"], user["email"], factor["id"], factor["secret"], r.json()["recovery_codes"]
+    return MfaUser(user_id, email, factor["id"], factor["secret"], r.json()["recovery_codes"])
+
+
+async def mfa_sign_in(api: Api, user: MfaUser, *, remember: bool = False) -> dict[str, Any]:
+    """Password, then the TOTP code of the next time step: a session that verified a second
+    factor. With `remember`, the answer also carries a device token."""
+    start = await api.login(user.email)
+    assert start["status"] == "mfa_required", start
+    r = await api.client.post(
+        "/api/v1/auth/verify",
+        json={
+            "mfa_token": start["mfa_token"],
+            "factor_id": user.factor_id,
+            "code": user.next_code(api),
+            "remember_device": remember,
+        },
     )
+    return assert_authenticated(r)
+
+
+async def admin_session(api: Api, tag: str = "admin") -> tuple[MfaUser, dict[str, str]]:
+    """A new administrator and the Authorization header of a fresh session that verified
+    their second factor: what administration needs."""
+    admin = await admin_user(api, tag)
+    tokens = await mfa_sign_in(api, admin)
+    return admin, bearer(tokens["access_token"])
 
 
 def cloudmfa_command() -> list[str]:

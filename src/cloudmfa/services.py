@@ -98,6 +98,7 @@ class Services:
             policy=PasswordPolicy(
                 min_length=settings.effective_password_min_length,
                 max_length=settings.password_max_length,
+                issuer=settings.issuer,
             ),
             tokens=AccessTokens(
                 ring,

@@ -10,16 +10,15 @@ from typing import Any
 
 import pytest
 
-from cloudmfa.flows.accounts import create_admin
 from conftest import PASSWORD, Api, bearer
 from support import AUDIT_EVENT_KEYS, assert_problem
+from support import admin_session as signed_in_admin
 
 
 async def admin_session(api: Api, tag: str = "admin") -> tuple[dict[str, Any], dict[str, str]]:
-    email = api.new_email(tag)
-    result = await create_admin(api.svc, email=email, password=PASSWORD)
-    tokens = await api.login(email)
-    return {"id": result.user.id, "email": email, **tokens}, bearer(tokens["access_token"])
+    """A new administrator with a second factor, in a fresh session that verified it."""
+    admin, headers = await signed_in_admin(api, tag)
+    return {"id": admin.id, "email": admin.email}, headers
 
 
 def admin_endpoints(user_id: str) -> list[tuple[str, str]]:

@@ -16,14 +16,13 @@ import jwt
 import pyotp
 from sqlalchemy import select
 
-from cloudmfa.flows.accounts import create_admin
 from cloudmfa.security.tokens import hash_opaque_token
 from cloudmfa.store import recovery_codes as code_repo
 from cloudmfa.store.audit import list_events
 from cloudmfa.store.models import remembered_devices
 from conftest import PASSWORD, Api, bearer, start_api
 from conftest import test_settings as make_settings
-from support import MfaUser, assert_problem, mfa_user
+from support import MfaUser, admin_session, assert_problem, mfa_user
 
 DEVICE_KEYS = {"id", "created_at", "last_used_at", "user_agent", "ip"}
 NEW_PASSWORD = "saffron-glacier-lantern-97"
@@ -83,13 +82,10 @@ async def stored_devices(api: Api, user_id: str) -> list[Any]:
 
 
 async def admin_headers(api: Api) -> tuple[str, dict[str, str]]:
-    """A new administrator (made the way `cloudmfa create-admin` makes one), signed in. Under
-    the optional policy an admin without a second factor has a full session."""
-    email = api.new_email("admin")
-    result = await create_admin(api.svc, email=email, password=PASSWORD)
-    tokens = await api.login(email)
-    assert tokens["status"] == "authenticated"
-    return result.user.id, bearer(tokens["access_token"])
+    """A new administrator (made the way `cloudmfa create-admin` makes one), signed in with
+    the second factor administration needs."""
+    admin, headers = await admin_session(api)
+    return admin.id, headers
 
 
 # --- remembering a device -------------------------------------------------------------------

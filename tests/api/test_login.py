@@ -17,7 +17,7 @@ from cloudmfa.store.audit import list_events
 from cloudmfa.store.users import User
 from conftest import FAST_ARGON2, PASSWORD, Api, bearer, start_api
 from conftest import test_settings as make_settings
-from support import TOKEN_KEYS, assert_problem
+from support import TOKEN_KEYS, admin_session, assert_problem
 
 
 async def login_raw(api: Api, email: str, password: str) -> httpx.Response:
@@ -32,10 +32,9 @@ async def stored_user(api: Api, user_id: str) -> User:
 
 
 async def admin_headers(api: Api) -> dict[str, str]:
-    """Sign in as a new administrator (made the way `cloudmfa create-admin` makes one)."""
-    email = api.new_email("admin")
-    await create_admin(api.svc, email=email, password=PASSWORD)
-    return bearer((await api.login(email))["access_token"])
+    """Sign in as a new administrator (made the way `cloudmfa create-admin` makes one), with
+    the second factor administration needs."""
+    return (await admin_session(api))[1]
 
 
 def parse_rfc3339(value: str) -> datetime:

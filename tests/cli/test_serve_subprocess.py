@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import jwt
+import pyotp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -235,6 +236,33 @@ def log_in(client: httpx.Client, email: str, password: str = PASSWORD) -> dict[s
     return body
 
 
+def sign_in_with_second_factor(
+    client: httpx.Client, email: str, password: str = PASSWORD
+) -> dict[str, Any]:
+    """Enrol and activate TOTP from a password-only session, then sign in again with one of
+    the recovery codes it gives (no wait for the next TOTP time step): a session that verified
+    a second factor, as administration needs."""
+    headers = bearer(log_in(client, email, password)["access_token"])
+    r = client.post("/api/v1/me/factors", json={"type": "totp"}, headers=headers)
+    assert r.status_code == 201, r.text
+    factor = r.json()
+    r = client.post(
+        f"/api/v1/me/factors/{factor['id']}/activate",
+        json={"code": pyotp.TOTP(factor["secret"]).now()},
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    recovery_code = r.json()["recovery_codes"][0]
+    r = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert r.status_code == 200 and r.json()["status"] == "mfa_required", r.text
+    r = client.post(
+        "/api/v1/auth/verify",
+        json={"mfa_token": r.json()["mfa_token"], "factor_id": "recovery", "code": recovery_code},
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
 def kid_of(token: str) -> str:
     return str(jwt.get_unverified_header(token)["kid"])
 
@@ -392,7 +420,8 @@ def test_serve_with_tls_answers_https_with_hsts(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A SQLite server under the `optional` MFA policy, where an admin can act on a password."""
+    """A SQLite server under the `optional` MFA policy (administration still needs a second
+    factor)."""
     workdir = tmp_path_factory.mktemp("shared")
     env = clean_env(CLOUDMFA_MFA_POLICY="optional")
     server = Server(workdir, env)
@@ -436,6 +465,10 @@ def test_create_admin_creates_an_admin_and_grants_the_role_again_harmlessly(
         assert me.status_code == 200, me.text
         assert me.json()["roles"].count("admin") == 1, me.json()
         users = c.get("/api/v1/admin/users", headers=bearer(tokens["access_token"]))
+        assert users.status_code == 403, users.text
+        assert users.json()["code"] == "mfa_enrollment_required"
+        tokens = sign_in_with_second_factor(c, email, ADMIN_PASSWORD)
+        users = c.get("/api/v1/admin/users", headers=bearer(tokens["access_token"]))
         assert users.status_code == 200, users.text
         assert email in [u["email"] for u in users.json()["users"]]
 
@@ -444,7 +477,7 @@ def test_create_admin_adds_the_role_to_an_existing_account(shared: Server) -> No
     email = new_email("promoted")
     with shared.client() as c:
         sign_up(c, email)
-        token = log_in(c, email)["access_token"]
+        token = sign_in_with_second_factor(c, email)["access_token"]
         before = c.get("/api/v1/admin/users", headers=bearer(token))
         assert before.status_code == 403, before.text
         assert before.json()["code"] == "forbidden"
@@ -461,7 +494,6 @@ def test_create_admin_adds_the_role_to_an_existing_account(shared: Server) -> No
         # Roles are read on every call, so the session already open is an admin's now.
         after = c.get("/api/v1/admin/users", headers=bearer(token))
         assert after.status_code == 200, after.text
-        assert log_in(c, email)["access_token"]
 
 
 def test_migrate_prints_the_head_revision(shared: Server) -> None:

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import hypothesis
+import pyotp
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase
@@ -129,12 +130,46 @@ async def admin_email(backend: dict[str, Any]) -> str:
     return email
 
 
+def _log_in_with_totp(app: Any, email: str) -> str:
+    """A session that verified a second factor, which administration needs: a TOTP factor
+    enrolled and activated from a password-only session, then a sign-in with it."""
+    clock = app.state.services.clock
+    with get_client(app) as client:
+        password_only = bearer(_log_in(app, email))
+        r = client.post("/api/v1/me/factors", json={"type": "totp"}, headers=password_only)
+        assert r.status_code == 201, r.text
+        factor = r.json()
+        totp = pyotp.TOTP(factor["secret"])
+        r = client.post(
+            f"/api/v1/me/factors/{factor['id']}/activate",
+            json={"code": totp.at(clock.now())},
+            headers=password_only,
+        )
+        assert r.status_code == 200, r.text
+        clock.advance(seconds=30)  # each time step is accepted once
+        r = client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        r = client.post(
+            "/api/v1/auth/verify",
+            json={
+                "mfa_token": r.json()["mfa_token"],
+                "factor_id": factor["id"],
+                "code": totp.at(clock.now()),
+            },
+        )
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
+
+
 @pytest.fixture(scope="module")
 def tokens(fuzz_app: Any, admin_email: str) -> dict[str, str]:
     """Role → access token of a live session, opened before any exploration (which may well
     trip a per-account throttle with wrong current passwords, so no later login is relied on)."""
     user_email = _sign_up(fuzz_app, "user")
-    found = {"user": _log_in(fuzz_app, user_email), "admin": _log_in(fuzz_app, admin_email)}
+    found = {
+        "user": _log_in(fuzz_app, user_email),
+        "admin": _log_in_with_totp(fuzz_app, admin_email),
+    }
     for role, token in found.items():
         with get_client(fuzz_app) as client:
             me = client.get("/api/v1/me", headers=bearer(token))

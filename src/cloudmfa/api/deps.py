@@ -56,7 +56,7 @@ async def get_principal_any(request: Request) -> Principal:
 
 
 async def get_principal(principal: Annotated[Principal, Depends(get_principal_any)]) -> Principal:
-    principal.require_enrolled()
+    principal.require_unconfined()
     return principal
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cloudmfa.api.deps import AnySessionDep, InfoDep, PrincipalDep, ServicesDep
 from cloudmfa.api.schemas import (
@@ -63,14 +63,35 @@ class EventList(BaseModel):
     next_cursor: str | None
 
 
+class Actor(BaseModel):
+    role: Literal["user", "admin"] = Field(
+        description="`user`: the signed-in user themself; `admin`: an administrator, whose "
+        "id, address and user agent are left out (`actor_id`, `ip` and `user_agent` are null)"
+    )
+
+
+class OwnAuditEventOut(AuditEventOut):
+    actor: Actor
+
+
+class OwnEventList(BaseModel):
+    events: list[OwnAuditEventOut]
+    next_cursor: str | None
+
+
 class PasswordChange(StrictModel):
     current_password: Password
     new_password: Password
 
 
+def _next_cursor(rows: list[dict[str, Any]], limit: int) -> str | None:
+    return encode_cursor(rows[-1]["seq"]) if len(rows) == limit else None
+
+
 def event_page(rows: list[dict[str, Any]], limit: int) -> EventList:
-    next_cursor = encode_cursor(rows[-1]["seq"]) if len(rows) == limit else None
-    return EventList(events=[AuditEventOut(**row) for row in rows], next_cursor=next_cursor)
+    return EventList(
+        events=[AuditEventOut(**row) for row in rows], next_cursor=_next_cursor(rows, limit)
+    )
 
 
 @router.get("", response_model=Me, responses=problem_responses(401))
@@ -130,13 +151,15 @@ async def change_password(
     return Response(status_code=204)
 
 
-@router.get("/events", response_model=EventList, responses=problem_responses(401, 403, 422))
+@router.get("/events", response_model=OwnEventList, responses=problem_responses(401, 403, 422))
 async def list_events(
     principal: PrincipalDep,
     svc: ServicesDep,
     limit: Annotated[Limit, Query()] = 50,
     cursor: Annotated[CleanStr | None, Query(max_length=200)] = None,
-) -> EventList:
+) -> OwnEventList:
     before = decode_cursor(cursor, int) if cursor else None
     rows = await self_service.list_own_events(svc, principal, before_seq=before, limit=limit)
-    return event_page(rows, limit)
+    return OwnEventList(
+        events=[OwnAuditEventOut(**row) for row in rows], next_cursor=_next_cursor(rows, limit)
+    )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from cloudmfa.errors import EmailTaken, Forbidden, InvalidCredentials
+from cloudmfa.email_address import normalise_email
+from cloudmfa.errors import EmailTaken, Forbidden, InvalidCredentials, RateLimited
+from cloudmfa.flows import throttling
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
-from cloudmfa.flows.login import normalise_email
 from cloudmfa.flows.principal import Principal, require_recent_authentication
 from cloudmfa.flows.sessions import revoke_all_for_user
 from cloudmfa.services import Services
@@ -106,6 +107,13 @@ async def change_password(
 ) -> None:
     await require_recent_authentication(svc, principal)
     user = principal.user
+    # A wrong current password is a failed attempt against the account limit (API.md
+    # "Throttling"), or a stolen session could guess at the password without end.
+    try:
+        await svc.throttle.reserve(user.email)
+    except RateLimited as exc:
+        await throttling.record_rate_limited(svc, info, user.id, exc)
+        raise
     if not (await svc.hashing.verify(user.password_hash, current_password)).ok:
         await record_separately(
             svc,
@@ -117,6 +125,7 @@ async def change_password(
             ),
         )
         raise InvalidCredentials("The current password is wrong.")
+    await svc.throttle.release(user.email)
     svc.policy.check(new_password, email=user.email)
     new_hash = await svc.hashing.hash(new_password)
     now = svc.clock.now()

@@ -1,4 +1,6 @@
-"""Administration (API.md "Administration"): finding users, locking them, reading the trail."""
+"""Administration (API.md "Administration"): finding users, locking them, resetting their MFA,
+reading the trail. The edge lets only an administrator's session that verified a second factor
+in; the changes also need step-up (a recent sign-in with that factor)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 from cloudmfa.errors import Forbidden, NotFound
 from cloudmfa.factors.base import StoredFactor
 from cloudmfa.flows.context import RequestInfo
-from cloudmfa.flows.principal import Principal
+from cloudmfa.flows.principal import Principal, require_recent_authentication
 from cloudmfa.flows.sessions import revoke_all_for_user
 from cloudmfa.services import Services
 from cloudmfa.store import audit as audit_repo
@@ -37,6 +39,7 @@ async def get_user(svc: Services, user_id: str) -> tuple[User, list[StoredFactor
 async def set_locked(
     svc: Services, admin: Principal, info: RequestInfo, user_id: str, *, locked: bool
 ) -> None:
+    await require_recent_authentication(svc, admin)
     if locked and user_id == admin.user.id:
         # An administrator locking their own account would end their session mid-task and
         # could leave the deployment with no administrator at all.
@@ -68,6 +71,7 @@ async def set_locked(
 async def reset_mfa(svc: Services, admin: Principal, info: RequestInfo, user_id: str) -> None:
     """The administrator's MFA reset: every factor, recovery code, remembered device and
     session of the user goes."""
+    await require_recent_authentication(svc, admin)
     now = svc.clock.now()
     async with svc.engine.begin() as conn:
         if await user_repo.get_by_id(conn, user_id) is None:

@@ -30,7 +30,11 @@ from cloudmfa.factors.base import (
     UserRef,
 )
 from cloudmfa.flows.context import RequestInfo
-from cloudmfa.flows.principal import Principal, require_recent_authentication
+from cloudmfa.flows.principal import (
+    Principal,
+    require_recent_authentication,
+    require_recent_sign_in,
+)
 from cloudmfa.flows.second_factor import start_cooldown
 from cloudmfa.services import Services
 from cloudmfa.store import claims
@@ -66,6 +70,7 @@ async def enrol(
     factor_type: str,
     raw_params: Mapping[str, Any],
 ) -> tuple[StoredFactor, Enrolment]:
+    require_recent_sign_in(svc, principal)
     kind = svc.factor_types.get(factor_type)
     if kind is None:
         offered = ", ".join(svc.factor_types.row_types) or "none"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cloudmfa.config import MfaPolicy
+from cloudmfa.email_address import normalise_email
 from cloudmfa.errors import AccountLocked, InvalidCredentials, RateLimited
 from cloudmfa.flows import second_factor, throttling
 from cloudmfa.flows.audit_log import record_separately
@@ -31,10 +32,6 @@ class Authenticated:
     tokens: TokenSet
     mfa_enrollment_required: bool = False
     mfa_enrollment_deadline: datetime | None = None
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
 
 
 async def login_with_password(

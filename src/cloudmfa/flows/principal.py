@@ -1,10 +1,11 @@
 """Who is calling: an access token checked against signature, expiry, revocation and the
-account's state, and the rules that follow from it (MFA policy, step-up)."""
+account's state, and the rules that follow from what the session proved (MFA policy,
+administration, step-up): its amr and auth_time, never the account's current factors alone."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cloudmfa.config import MfaPolicy
 from cloudmfa.errors import (
@@ -20,28 +21,50 @@ from cloudmfa.store import sessions as session_repo
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.users import User
 
+# RFC 8176 amr values the rules below read from the (signed) access token.
+MULTI_FACTOR_AMR = "mfa"  # a second factor was verified, or a remembered device stood in for it
+REMEMBERED_DEVICE_AMR = "swk"  # the second factor was skipped for a remembered device
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     user: User
     claims: AccessClaims
     active_factor_count: int
-    enrollment_required: bool  # the MFA policy confines this session to enrolling a factor
+    confined: bool  # the MFA policy limits this session to /me, its first factor and logout
 
     @property
     def session_id(self) -> str:
         return self.claims.sid
 
-    def require_enrolled(self) -> None:
-        if self.enrollment_required:
-            raise MfaEnrollmentRequired(
-                "This account must set up a second factor before it can do this."
-            )
+    @property
+    def verified_second_factor(self) -> bool:
+        """Whether a second factor was verified in this very session. A remembered device
+        makes a session multi-factor (`mfa`) without verifying any factor in it (`swk`)."""
+        amr = self.claims.amr
+        return MULTI_FACTOR_AMR in amr and REMEMBERED_DEVICE_AMR not in amr
+
+    def require_unconfined(self) -> None:
+        if self.confined:
+            raise self._second_factor_missing()
 
     def require_admin(self) -> None:
-        self.require_enrolled()
+        """Administration needs the role and, whatever the MFA policy, a session that verified
+        a second factor (API.md "Administration")."""
+        self.require_unconfined()
         if not self.user.is_admin:
             raise Forbidden("This needs the admin role.")
+        if self.active_factor_count == 0 or not self.verified_second_factor:
+            raise self._second_factor_missing()
+
+    def _second_factor_missing(self) -> MfaEnrollmentRequired | ReauthenticationRequired:
+        if self.active_factor_count == 0:
+            return MfaEnrollmentRequired(
+                "This account must set up a second factor before it can do this."
+            )
+        # Activating a factor does not upgrade the session that did it: only a sign-in with
+        # the factor proves it.
+        return ReauthenticationRequired("Sign in again with your second factor to do this.")
 
 
 def enrollment_deadline(svc: Services, user: User) -> datetime | None:
@@ -51,11 +74,28 @@ def enrollment_deadline(svc: Services, user: User) -> datetime | None:
     return user.created_at + timedelta(days=svc.settings.mfa_grace_days)
 
 
-def must_enroll(svc: Services, user: User, active_factor_count: int, now: datetime) -> bool:
-    if svc.settings.mfa_policy is not MfaPolicy.REQUIRED or active_factor_count > 0:
-        return False
+def _in_grace_period(svc: Services, user: User, now: datetime) -> bool:
     deadline = enrollment_deadline(svc, user)
-    return deadline is None or now >= deadline
+    return deadline is not None and now < deadline
+
+
+def must_enroll(svc: Services, user: User, active_factor_count: int, now: datetime) -> bool:
+    """What a login response says: the account has no factor and the policy wants one now."""
+    return (
+        svc.settings.mfa_policy is MfaPolicy.REQUIRED
+        and active_factor_count == 0
+        and not _in_grace_period(svc, user, now)
+    )
+
+
+def session_confined(svc: Services, user: User, claims: AccessClaims, now: datetime) -> bool:
+    """Under the `required` policy a session that did not prove a second factor is confined,
+    whatever factors the account has by now (API.md "MFA policy")."""
+    return (
+        svc.settings.mfa_policy is MfaPolicy.REQUIRED
+        and MULTI_FACTOR_AMR not in claims.amr
+        and not _in_grace_period(svc, user, now)
+    )
 
 
 async def authenticate(svc: Services, access_token: str) -> Principal:
@@ -77,8 +117,17 @@ async def authenticate(svc: Services, access_token: str) -> Principal:
         user=user,
         claims=claims,
         active_factor_count=count,
-        enrollment_required=must_enroll(svc, user, count, svc.clock.now()),
+        confined=session_confined(svc, user, claims, svc.clock.now()),
     )
+
+
+def require_recent_sign_in(svc: Services, principal: Principal) -> None:
+    """The session was signed in within the step-up window (its token's `auth_time`): what
+    enrolling a factor needs even where no second factor can be asked for yet (API.md
+    "Step-up"), so an old or long-refreshed session cannot attach an attacker's factor."""
+    signed_in_at = datetime.fromtimestamp(principal.claims.auth_time, UTC)
+    if svc.clock.now() - signed_in_at > timedelta(seconds=svc.settings.reauth_window_s):
+        raise ReauthenticationRequired("Sign in again to do this.")
 
 
 async def require_recent_authentication(svc: Services, principal: Principal) -> None:

@@ -46,7 +46,18 @@ async def end_session(
 async def list_own_events(
     svc: Services, principal: Principal, *, before_seq: int | None, limit: int
 ) -> list[dict[str, Any]]:
+    """The user's audit events, each with an `actor` role; another actor is named only so."""
+    user_id = principal.user.id
     async with svc.reader.connect() as conn:
-        return await audit_repo.list_events(
-            conn, user_id=principal.user.id, before_seq=before_seq, limit=limit
+        rows = await audit_repo.list_events(
+            conn, user_id=user_id, before_seq=before_seq, limit=limit
         )
+    return [_as_seen_by(user_id, row) for row in rows]
+
+
+def _as_seen_by(user_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    if event["actor_id"] == user_id:
+        return {**event, "actor": {"role": "user"}}
+    # Someone else caused it: an administrator, through the API or the command line. The user
+    # learns that, never who, from where or with what (API.md "Administration").
+    return {**event, "actor": {"role": "admin"}, "actor_id": None, "ip": None, "user_agent": None}

@@ -25,6 +25,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cloudmfa.security.private_files import PRIVATE_FILE_MODE, make_private_dir
+
 log = logging.getLogger("cloudmfa")
 
 KEY_FILE_NAME = "secret-keys"
@@ -135,9 +137,10 @@ def key_file_path(data_dir: str) -> Path:
 
 def write_key_file(path: Path, keys: list[SecretKey]) -> None:
     """Replace the key file atomically, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)  # a .tmp left by an interrupted run keeps its old mode
     with os.fdopen(fd, "w") as handle:
         handle.write(
             "# cloudmfa secret keys: the first encrypts, all decrypt. Keep this file safe.\n"

@@ -9,6 +9,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from cloudmfa.security.private_files import create_private_file, make_private_dir
+
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
@@ -42,7 +44,9 @@ def create_engine(
 def _sqlite_engine(database_url: str, busy_timeout_ms: int) -> AsyncEngine:
     path = make_url(database_url).database
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Created before SQLite opens it, or it would be created world-readable (umask 022).
+        make_private_dir(Path(path).parent)
+        create_private_file(Path(path))
     engine = create_async_engine(database_url, connect_args={"timeout": busy_timeout_ms / 1000})
 
     @event.listens_for(engine.sync_engine, "connect")

