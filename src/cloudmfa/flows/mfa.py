@@ -55,16 +55,18 @@ class _Attempt:
     snapshots: dict[str, dict[str, Any]]  # factor id → StoredFactor.snapshot()
 
 
+# The token, its tries and its lease share a hash tag, the token's hash in braces: one Redis
+# Cluster slot, so that begin_use's script may touch all three.
 def _token_key(token_hash: str) -> str:
-    return f"mfa:{token_hash}"
+    return f"mfa:{{{token_hash}}}"
 
 
 def _tries_key(token_hash: str) -> str:
-    return f"mfa_tries:{token_hash}"
+    return f"mfa_tries:{{{token_hash}}}"
 
 
 def _lease_key(token_hash: str) -> str:
-    return f"mfa_busy:{token_hash}"
+    return f"mfa_busy:{{{token_hash}}}"
 
 
 # How long one verification may hold its mfa_token. It is given back as soon as the request
