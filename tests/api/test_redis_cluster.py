@@ -39,14 +39,14 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for port in ports:
             _wait_for_ping(port)
         nodes = [f"127.0.0.1:{port}" for port in ports]
-        subprocess.run(
+        created = subprocess.run(
             ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0"],
             input="yes\n",
             capture_output=True,
             text=True,
-            check=True,
-            timeout=60,
+            timeout=120,
         )
+        assert created.returncode == 0, created.stdout + created.stderr
         _wait_for_cluster(ports)
         yield "redis+cluster://" + ",".join(nodes[:2])  # seeds: not every node
     finally:
@@ -70,7 +70,7 @@ def _start_node(port: int, data: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_for_ping(port: int) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # the machine may be busy with the rest of the suite
     while True:
         try:
             if redis.Redis(port=port).ping():
@@ -82,7 +82,7 @@ def _wait_for_ping(port: int) -> None:
 
 
 def _wait_for_cluster(ports: list[int]) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while any(redis.Redis(port=p).cluster("info")["cluster_state"] != "ok" for p in ports):
         assert time.monotonic() < deadline, "the cluster did not come up"
         time.sleep(0.1)
