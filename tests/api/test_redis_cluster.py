@@ -62,6 +62,8 @@ def _start_node(port: int, data: Path) -> subprocess.Popen[bytes]:
             "redis-server",
             *("--bind", "127.0.0.1", "--port", str(port)),
             *("--cluster-enabled", "yes", "--cluster-config-file", str(data / "nodes.conf")),
+            # The bus port defaults to port + 10000, past 65535 for a port above 55535.
+            *("--cluster-port", str(free_port())),
             *("--dir", str(data), "--save", "", "--appendonly", "no"),
         ],
         stdout=subprocess.DEVNULL,
@@ -73,7 +75,7 @@ def _wait_for_ping(port: int) -> None:
     deadline = time.monotonic() + 30  # the machine may be busy with the rest of the suite
     while True:
         try:
-            if redis.Redis(port=port).ping():
+            if redis.Redis(host="127.0.0.1", port=port).ping():
                 return
         except redis.ConnectionError:
             if time.monotonic() > deadline:
@@ -83,7 +85,10 @@ def _wait_for_ping(port: int) -> None:
 
 def _wait_for_cluster(ports: list[int]) -> None:
     deadline = time.monotonic() + 60
-    while any(redis.Redis(port=p).cluster("info")["cluster_state"] != "ok" for p in ports):
+    def state(port: int) -> str:
+        return str(redis.Redis(host="127.0.0.1", port=port).cluster("info")["cluster_state"])
+
+    while any(state(port) != "ok" for port in ports):
         assert time.monotonic() < deadline, "the cluster did not come up"
         time.sleep(0.1)
 
