@@ -85,6 +85,7 @@ def _wait_for_ping(port: int) -> None:
 
 def _wait_for_cluster(ports: list[int]) -> None:
     deadline = time.monotonic() + 60
+
     def state(port: int) -> str:
         return str(redis.Redis(host="127.0.0.1", port=port).cluster("info")["cluster_state"])
 
