@@ -128,6 +128,16 @@ class Settings(BaseSettings):
             raise ValueError("must look like 60/minute or 10 per second") from None
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _usable_redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # an empty variable means the in-process store, as unset does
+        from cloudmfa.store.redis_url import parse_redis_url
+
+        parse_redis_url(value)
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _database_in_data_dir(cls, values: Any) -> Any:

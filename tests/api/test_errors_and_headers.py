@@ -17,7 +17,7 @@ import pytest_asyncio
 from cloudmfa.store.db import create_engine, read_only
 from conftest import PASSWORD, Api, bearer, start_api
 from conftest import test_settings as settings_for
-from support import assert_problem
+from support import assert_problem, free_port
 
 MAX_BODY = 64 * 1024
 
@@ -321,6 +321,26 @@ async def test_readyz_is_ready(api: Api) -> None:
     r = await api.client.get("/readyz")
     assert r.status_code == 200
     assert r.json() == {"status": "ready"}
+
+
+async def test_a_redis_that_does_not_answer_makes_a_request_503_not_500(tmp_path: Path) -> None:
+    """redis-py's connection errors are not the builtin ConnectionError the edge answers 503
+    for; the store and the per-IP limiter report them as one."""
+    port = free_port()
+    settings = settings_for(
+        {"database_url": f"sqlite+aiosqlite:///{tmp_path}/db.sqlite"},
+        redis_url=f"redis://127.0.0.1:{port}/0",
+    )
+    app, down = await start_api(settings)
+    async with app.router.lifespan_context(app), down.client:
+        assert_problem(await down.client.get("/readyz"), 503, "unavailable")
+        r = await down.client.post(
+            "/api/v1/auth/login", json={"email": "down@example.com", "password": PASSWORD}
+        )
+        assert_problem(r, 503, "unavailable")
+        assert r.headers["retry-after"] == "1"
+        for leak in (str(port), "redis", "Traceback", PASSWORD):
+            assert leak not in r.text
 
 
 async def test_readyz_is_unavailable_when_the_database_is_unreachable(

@@ -203,7 +203,7 @@ async def test_a_verification_refused_while_another_holds_the_token_counts_and_s
     [token] = await mfa_tokens(api, user, 1)
     code = user.code(api)
     # Hold the token as a verification in flight does (white box: the lease's key).
-    lease = f"mfa_busy:{hash_opaque_token(token)}"
+    lease = f"mfa_busy:{{{hash_opaque_token(token)}}}"
     assert await api.svc.store.set_if_absent(lease, "1", 60)
 
     refused = [await verify(api, token, user.factor_id, code) for _ in range(6)]

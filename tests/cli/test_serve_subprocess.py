@@ -386,6 +386,22 @@ def test_an_enabled_factor_type_this_release_lacks_fails_in_one_line(
     assert_one_line_error(result, "CLOUDMFA_ENABLED_FACTORS", "sms", "totp, recovery")
 
 
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("redis+sentinel://:hunter2@s1:26379", "names no service"),
+        ("memcached://cache:11211", "must start with one of"),
+    ],
+)
+def test_serve_with_an_unusable_redis_url_fails_in_one_line(
+    tmp_path: Path, url: str, reason: str
+) -> None:
+    env = clean_env(CLOUDMFA_REDIS_URL=url)
+    result = run_cli(["serve", "--port", str(free_port())], cwd=tmp_path, env=env)
+    line = assert_one_line_error(result, "CLOUDMFA_REDIS_URL", reason)
+    assert "hunter2" not in line
+
+
 def test_serve_with_several_workers_but_no_redis_fails_in_one_line(tmp_path: Path) -> None:
     result = run_cli(
         ["serve", "--port", str(free_port()), "--workers", "2"], cwd=tmp_path, env=clean_env()

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.storage.redis.bridge import RedisBridge
+from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import Redis
 
 from cloudmfa.errors import RateLimited
-from cloudmfa.store.ephemeral import EphemeralStore
-from cloudmfa.store.redis_client import RedisClient, Script
+from cloudmfa.store.ephemeral import EphemeralStore, reporting_unavailable
+from cloudmfa.store.redis_url import (
+    TIMEOUT_S,
+    RedisClient,
+    RedisTarget,
+    connect_redis,
+    parse_redis_url,
+)
 
 
 def account_key(email: str) -> str:
@@ -72,54 +77,42 @@ class IpRateLimiter:
         redis: RedisClient | None = None,
     ) -> None:
         self.item: RateLimitItem = parse(limit)
-        storage: Storage
+        storage: Storage = MemoryStorage()
         if redis_url:
-            storage = _LimitsRedisStorage(redis_url, prefix + "ip", redis or RedisClient(redis_url))
-        else:
-            storage = MemoryStorage()
+            storage = _redis_storage(parse_redis_url(redis_url), prefix + "ip", redis)
         # A moving window is exact (never more than the limit in any 60 s), unlike a
         # sliding-window counter, which lets up to twice the rate through at a boundary. It
         # keeps one entry per request, so its cost grows with the limit, not with traffic.
         self._limiter = MovingWindowRateLimiter(storage)
 
     async def hit(self, ip: str) -> None:
-        if await self._limiter.hit(self.item, ip):
-            return
-        stats = await self._limiter.get_window_stats(self.item, ip)
+        with reporting_unavailable:
+            if await self._limiter.hit(self.item, ip):
+                return
+            stats = await self._limiter.get_window_stats(self.item, ip)
         raise RateLimited(
             "Too many requests from this address; slow down.",
             retry_after=max(1, int(stats.reset_time - time.time()) + 1),
         )
 
 
-class _LimitsRedisStorage(RedisStorage):
-    """The `limits` library's Redis storage, its Lua scripts (which do all the rate-limiting
-    work) sent through the store's lean client instead of redis-py: a hit is one script call
-    on every request to /auth/*, and redis-py's per-call overhead was most of its cost."""
-
-    _SCRIPTS = {
-        "lua_moving_window": RedisBridge.SCRIPT_MOVING_WINDOW,
-        "lua_acquire_moving_window": RedisBridge.SCRIPT_ACQUIRE_MOVING_WINDOW,
-        "lua_sliding_window": RedisBridge.SCRIPT_SLIDING_WINDOW,
-        "lua_acquire_sliding_window": RedisBridge.SCRIPT_ACQUIRE_SLIDING_WINDOW,
-        "lua_clear_keys": RedisBridge.SCRIPT_CLEAR_KEYS,
-        "lua_incr_expire": RedisBridge.SCRIPT_INCR_EXPIRE,
-    }
-
-    def __init__(self, redis_url: str, key_prefix: str, client: RedisClient) -> None:
-        super().__init__("async+" + redis_url, implementation="redispy", key_prefix=key_prefix)
-        for name, source in self._SCRIPTS.items():
-            setattr(self.bridge, name, _ScriptCall(client, Script(source.decode())))
-
-
-class _ScriptCall:
-    """Called the way the bridge calls a redis-py ``Script``: ``(keys, args)``."""
-
-    def __init__(self, client: RedisClient, script: Script) -> None:
-        self._client = client
-        self._script = script
-
-    async def __call__(
-        self, keys: Sequence[str] | None = None, args: Sequence[Any] | None = None
-    ) -> Any:
-        return await self._client.run_script(self._script, list(keys or ()), list(args or ()))
+def _redis_storage(target: RedisTarget, key_prefix: str, shared: RedisClient | None) -> Storage:
+    """The `limits` storage for the target, through its public constructors. A server, or the
+    master Sentinel names, shares the store's connection pool (its constructor takes one); a
+    Cluster gets a client of its own from the seeds, since RedisClusterStorage builds its own."""
+    if target.kind == "cluster":
+        seeds = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in target.nodes)
+        credentials: dict[str, Any] = {"username": target.username, "password": target.password}
+        return RedisClusterStorage(
+            f"async+redis+cluster://{seeds}",
+            implementation="redispy",
+            key_prefix=key_prefix,
+            ssl=target.tls,
+            socket_timeout=TIMEOUT_S,
+            socket_connect_timeout=TIMEOUT_S,
+            **{name: value for name, value in credentials.items() if value is not None},
+        )
+    client = shared if isinstance(shared, Redis) else connect_redis(target)
+    assert isinstance(client, Redis)
+    pool: dict[str, Any] = {"connection_pool": client.connection_pool}
+    return RedisStorage("async+redis://", implementation="redispy", key_prefix=key_prefix, **pool)

@@ -8,10 +8,13 @@ in both (INCR and its expiry in one server-side step), never read-modify-write.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol, cast
+
+from redis import exceptions as redis_errors
+from redis.exceptions import ClusterDownError
 
 from cloudmfa.clock import Clock
-from cloudmfa.store.redis_client import RedisClient, Script
+from cloudmfa.store.redis_url import RedisClient, connect_redis, parse_redis_url
 
 
 class EphemeralStore(Protocol):
@@ -156,99 +159,137 @@ class MemoryStore:
 
 
 # INCR, then start the expiry only on the first increment, in one atomic server-side step.
-_INCR_WITH_TTL = Script("""
+_INCR_WITH_TTL = """
 local value = redis.call('INCR', KEYS[1])
 if value == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return value
-""")
+"""
 
-_BEGIN_USE = Script("""
+# Its three keys share a hash tag (the caller's job), so this runs on a Redis Cluster too.
+_BEGIN_USE = """
 local value = redis.call('GET', KEYS[1])
 if not value then return {false, 0} end
 if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return {value, 0} end
 local count = redis.call('INCR', KEYS[2])
 if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
 return {value, count}
-""")
+"""
 
-_DECR_IF_EXISTS = Script("""
+_DECR_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
 return false
-""")
+"""
 
-# GETDEL the first key and delete the others, atomically (a single-use token and what it
-# clears on the way out).
-_POP_AND_DELETE = Script("""
-local value = redis.call('GETDEL', KEYS[1])
-if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
-return value
-""")
+
+class RedisUnavailable(ConnectionError):
+    """Redis could not be reached or did not answer in time; the API answers 503."""
+
+
+class _ReportUnavailable:
+    """Turns redis-py's connection failures, which are not the builtin ConnectionError, into
+    RedisUnavailable; other Redis errors (a script error, a wrong type) stay what they are."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        if exc is not None and isinstance(exc, UNAVAILABLE_ERRORS):
+            raise RedisUnavailable(f"Redis does not answer: {exc}") from exc
+
+
+UNAVAILABLE_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, ClusterDownError)
+reporting_unavailable = _ReportUnavailable()
 
 
 class RedisStore:
-    """Shared by every worker and replica that points at the same Redis."""
+    """Shared by every worker and replica that points at the same Redis (or Sentinel-managed
+    master, or Cluster), through redis-py."""
 
     def __init__(self, url: str, *, prefix: str = "cloudmfa:") -> None:
-        self._redis = RedisClient(url, timeout_s=5)
+        self._redis = connect_redis(parse_redis_url(url))
         self._prefix = prefix
+        self._incr = self._redis.register_script(_INCR_WITH_TTL)
+        self._begin_use = self._redis.register_script(_BEGIN_USE)
+        self._decr_if_exists = self._redis.register_script(_DECR_IF_EXISTS)
 
     @property
     def redis(self) -> RedisClient:
-        """The connection, for other users of the same Redis (the per-IP limiter)."""
+        """The client, for other users of the same Redis (the per-IP limiter)."""
         return self._redis
 
     def _k(self, key: str) -> str:
         return self._prefix + key
 
     async def incr(self, key: str, ttl_s: int) -> int:
-        return int(await self._redis.run_script(_INCR_WITH_TTL, [self._k(key)], [ttl_s]))
+        with reporting_unavailable:
+            return int(await self._incr([self._k(key)], [ttl_s]))
 
     async def decr_if_exists(self, key: str) -> None:
-        await self._redis.run_script(_DECR_IF_EXISTS, [self._k(key)], [])
+        with reporting_unavailable:
+            await self._decr_if_exists([self._k(key)])
 
     async def begin_use(
         self, key: str, *, counter: str, lease: str, ttl_s: int, lease_s: int
     ) -> tuple[str | None, int]:
         keys = [self._k(key), self._k(counter), self._k(lease)]
-        value, count = await self._redis.run_script(_BEGIN_USE, keys, [ttl_s, lease_s])
+        with reporting_unavailable:
+            value, count = await self._begin_use(keys, [ttl_s, lease_s])
         return value, int(count)
 
     async def pop_and_delete(self, key: str, *others: str) -> str | None:
-        keys = [self._k(key), *(self._k(k) for k in others)]
-        value: str | None = await self._redis.run_script(_POP_AND_DELETE, keys, [])
+        """GETDEL and the DELs leave in one pipeline, one round trip (per node on a Cluster,
+        where the keys of different owners live in different slots). Each command is atomic;
+        the set of them is not: a command of another client can run between the GETDEL and the
+        DELs. Whoever's GETDEL returns the value is the one that spent it, which is what must
+        be decided once; the DELs clear state that is unconditionally cleared either way."""
+        with reporting_unavailable:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.getdel(self._k(key))
+                for other in others:
+                    pipe.delete(self._k(other))
+                replies = await pipe.execute()
+        value: str | None = replies[0]
         return value
 
     async def ttl(self, key: str) -> int:
-        remaining = int(await self._redis.execute("TTL", self._k(key)))
+        with reporting_unavailable:
+            remaining = int(await self._redis.ttl(self._k(key)))
         return max(remaining, 0)
 
     async def set(self, key: str, value: str, ttl_s: int) -> None:
-        await self._redis.execute("SET", self._k(key), value, "EX", ttl_s)
+        with reporting_unavailable:
+            await self._redis.set(self._k(key), value, ex=ttl_s)
 
     async def set_if_absent(self, key: str, value: str, ttl_s: int) -> bool:
-        reply = await self._redis.execute("SET", self._k(key), value, "EX", ttl_s, "NX")
-        return reply is not None
+        with reporting_unavailable:
+            return bool(await self._redis.set(self._k(key), value, ex=ttl_s, nx=True))
 
     async def get(self, key: str) -> str | None:
-        value: str | None = await self._redis.execute("GET", self._k(key))
-        return value
+        with reporting_unavailable:
+            value = await self._redis.get(self._k(key))
+        return cast(str | None, value)  # str: the client decodes replies
 
     async def exists_any(self, *keys: str) -> bool:
-        return bool(await self._redis.execute("EXISTS", *(self._k(k) for k in keys)))
+        # On a Cluster, redis-py splits EXISTS and DEL by slot itself.
+        with reporting_unavailable:
+            return bool(await self._redis.exists(*(self._k(k) for k in keys)))
 
     async def pop(self, key: str) -> str | None:
-        value: str | None = await self._redis.execute("GETDEL", self._k(key))
-        return value
+        with reporting_unavailable:
+            value = await self._redis.getdel(self._k(key))
+        return cast(str | None, value)
 
     async def delete(self, *keys: str) -> None:
         if keys:
-            await self._redis.execute("DEL", *(self._k(k) for k in keys))
+            with reporting_unavailable:
+                await self._redis.delete(*(self._k(k) for k in keys))
 
     async def ping(self) -> None:
-        await self._redis.execute("PING")
+        with reporting_unavailable:
+            await self._redis.ping()
 
     async def close(self) -> None:
-        await self._redis.close()
+        await self._redis.aclose()
 
 
 def create_store(redis_url: str | None, *, prefix: str, clock: Clock) -> EphemeralStore:

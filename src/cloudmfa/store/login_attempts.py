@@ -24,24 +24,27 @@ from cloudmfa.store.ephemeral import EphemeralStore
 VERIFICATION_LEASE_S = 10
 
 
+# Every key of an attempt carries the attempt's id in braces: on a Redis Cluster they share a
+# hash slot, so the one script that reads the token, takes the lease and counts the try may
+# touch all three, and spending the attempt clears the rest on the same node.
 def _token_key(attempt_id: str) -> str:
-    return f"mfa:{attempt_id}"
+    return f"mfa:{{{attempt_id}}}"
 
 
 def _tries_key(attempt_id: str) -> str:
-    return f"mfa_tries:{attempt_id}"
+    return f"mfa_tries:{{{attempt_id}}}"
 
 
 def _lease_key(attempt_id: str) -> str:
-    return f"mfa_busy:{attempt_id}"
+    return f"mfa_busy:{{{attempt_id}}}"
 
 
 def _sends_key(attempt_id: str) -> str:
-    return f"mfa_sends:{attempt_id}"
+    return f"mfa_sends:{{{attempt_id}}}"
 
 
 def _kept_key(attempt_id: str, factor_id: str) -> str:
-    return f"mfa_kept:{attempt_id}:{factor_id}"
+    return f"mfa_kept:{{{attempt_id}}}:{factor_id}"
 
 
 def expired() -> MfaTokenExpired:

@@ -1,5 +1,5 @@
 """``begin_use`` and ``pop_and_delete``, the two steps around a second-factor verification,
-on both ephemeral stores (the in-process one, and the real Redis through the lean client)."""
+on both ephemeral stores (the in-process one, and the real Redis through redis-py)."""
 
 from __future__ import annotations
 
