@@ -70,7 +70,7 @@ async def enrol(
     factor_type: str,
     raw_params: Mapping[str, Any],
 ) -> tuple[StoredFactor, Enrolment]:
-    require_recent_sign_in(svc, principal)
+    require_recent_sign_in(svc.settings, svc.clock.now(), principal)
     kind = svc.factor_types.get(factor_type)
     if kind is None:
         offered = ", ".join(svc.factor_types.row_types) or "none"

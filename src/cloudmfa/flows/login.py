@@ -119,11 +119,11 @@ async def _open(
         return Authenticated(tokens=tokens)
     if svc.settings.mfa_policy is not MfaPolicy.REQUIRED:
         return Authenticated(tokens=tokens)
-    enroll = must_enroll(svc, user, 0, now)
+    enroll = must_enroll(svc.settings, user, 0, now)
     return Authenticated(
         tokens=tokens,
         mfa_enrollment_required=enroll,
-        mfa_enrollment_deadline=None if enroll else enrollment_deadline(svc, user),
+        mfa_enrollment_deadline=None if enroll else enrollment_deadline(svc.settings, user),
     )
 
 

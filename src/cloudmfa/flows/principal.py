@@ -4,10 +4,11 @@ administration, step-up): its amr and auth_time, never the account's current fac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from cloudmfa.config import MfaPolicy
+from cloudmfa.config import MfaPolicy, Settings
 from cloudmfa.errors import (
     Forbidden,
     InvalidToken,
@@ -67,34 +68,34 @@ class Principal:
         return ReauthenticationRequired("Sign in again with your second factor to do this.")
 
 
-def enrollment_deadline(svc: Services, user: User) -> datetime | None:
+def enrollment_deadline(settings: Settings, user: User) -> datetime | None:
     """The end of the enrolment grace period, or None when there is none."""
-    if svc.settings.mfa_grace_days <= 0:
+    if settings.mfa_grace_days <= 0:
         return None
-    return user.created_at + timedelta(days=svc.settings.mfa_grace_days)
+    return user.created_at + timedelta(days=settings.mfa_grace_days)
 
 
-def _in_grace_period(svc: Services, user: User, now: datetime) -> bool:
-    deadline = enrollment_deadline(svc, user)
+def _in_grace_period(settings: Settings, user: User, now: datetime) -> bool:
+    deadline = enrollment_deadline(settings, user)
     return deadline is not None and now < deadline
 
 
-def must_enroll(svc: Services, user: User, active_factor_count: int, now: datetime) -> bool:
+def must_enroll(settings: Settings, user: User, active_factor_count: int, now: datetime) -> bool:
     """What a login response says: the account has no factor and the policy wants one now."""
     return (
-        svc.settings.mfa_policy is MfaPolicy.REQUIRED
+        settings.mfa_policy is MfaPolicy.REQUIRED
         and active_factor_count == 0
-        and not _in_grace_period(svc, user, now)
+        and not _in_grace_period(settings, user, now)
     )
 
 
-def session_confined(svc: Services, user: User, claims: AccessClaims, now: datetime) -> bool:
+def session_confined(settings: Settings, user: User, amr: Sequence[str], now: datetime) -> bool:
     """Under the `required` policy a session that did not prove a second factor is confined,
     whatever factors the account has by now (API.md "MFA policy")."""
     return (
-        svc.settings.mfa_policy is MfaPolicy.REQUIRED
-        and MULTI_FACTOR_AMR not in claims.amr
-        and not _in_grace_period(svc, user, now)
+        settings.mfa_policy is MfaPolicy.REQUIRED
+        and MULTI_FACTOR_AMR not in amr
+        and not _in_grace_period(settings, user, now)
     )
 
 
@@ -117,16 +118,16 @@ async def authenticate(svc: Services, access_token: str) -> Principal:
         user=user,
         claims=claims,
         active_factor_count=count,
-        confined=session_confined(svc, user, claims, svc.clock.now()),
+        confined=session_confined(svc.settings, user, claims.amr, svc.clock.now()),
     )
 
 
-def require_recent_sign_in(svc: Services, principal: Principal) -> None:
+def require_recent_sign_in(settings: Settings, now: datetime, principal: Principal) -> None:
     """The session was signed in within the step-up window (its token's `auth_time`): what
     enrolling a factor needs even where no second factor can be asked for yet (API.md
     "Step-up"), so an old or long-refreshed session cannot attach an attacker's factor."""
     signed_in_at = datetime.fromtimestamp(principal.claims.auth_time, UTC)
-    if svc.clock.now() - signed_in_at > timedelta(seconds=svc.settings.reauth_window_s):
+    if now - signed_in_at > timedelta(seconds=settings.reauth_window_s):
         raise ReauthenticationRequired("Sign in again to do this.")
 
 
