@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from cloudmfa import __version__
 from cloudmfa.api import accounts, admin, auth, factors, me, ops, problems
 from cloudmfa.api.edge import EdgeMiddleware, Metrics
-from cloudmfa.api.fast_path import FastPath
 from cloudmfa.api.ip_limit import IpLimit
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
@@ -56,9 +55,7 @@ def create_app(
     ):
         app.include_router(router)
     # Each middleware added runs outside those added before it: EdgeMiddleware (body limit,
-    # headers, metrics), then the per-IP limit, then the fast path, then FastAPI's own.
-    if settings.fast_path:
-        app.add_middleware(FastPath, routes=auth.FAST_ROUTES)
+    # headers, metrics), then the per-IP limit, then FastAPI's own.
     app.add_middleware(IpLimit)
     app.add_middleware(
         EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics

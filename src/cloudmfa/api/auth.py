@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from cloudmfa.api.deps import AnySessionDep, InfoDep, ServicesDep
-from cloudmfa.api.fast_path import FastRoute
 from cloudmfa.api.schemas import CleanStr, Password, StrictModel, TokenResponse, problem_responses
 from cloudmfa.flows import login, mfa, self_service, sessions
 from cloudmfa.flows.context import RequestInfo
@@ -125,10 +124,6 @@ async def verify(svc: Services, info: RequestInfo, body: VerifyRequest) -> Token
         remember_device=body.remember_device,
     )
     return TokenResponse.of(result.tokens, device_token=result.device_token)
-
-
-# The same endpoint for the fast path (api/fast_path.py), which serves it unless turned off.
-FAST_ROUTES = (FastRoute("POST", f"{router.prefix}/verify", VerifyRequest, verify),)
 
 
 @router.post(
