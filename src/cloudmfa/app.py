@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from cloudmfa import __version__
 from cloudmfa.api import accounts, admin, auth, factors, me, ops, problems
 from cloudmfa.api.edge import EdgeMiddleware, Metrics
-from cloudmfa.api.ip_limit import IpLimit
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
 from cloudmfa.services import Services
@@ -54,11 +53,13 @@ def create_app(
         ops.router,
     ):
         app.include_router(router)
-    # Each middleware added runs outside those added before it: EdgeMiddleware (body limit,
-    # headers, metrics), then the per-IP limit, then FastAPI's own.
-    app.add_middleware(IpLimit)
+    # The one middleware of ours, outside FastAPI's own: per-IP limit, body limit, headers,
+    # metrics, last resort (api/edge.py).
     app.add_middleware(
-        EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics
+        EdgeMiddleware,
+        services=svc,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=app.state.metrics,
     )
     return app
 
