@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cloudmfa.errors import error_classes, error_codes, for_http_status
@@ -28,3 +30,9 @@ def test_each_code_has_one_status_and_title() -> None:
     for code in error_codes():
         named = {(cls.status, cls.title) for cls in error_classes() if cls.code == code}
         assert len(named) == 1, (code, named)
+
+
+def test_the_api_docs_list_every_code_with_its_status() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    for cls in error_classes():
+        assert f"| `{cls.code}` | {cls.status} |" in docs, cls.code
