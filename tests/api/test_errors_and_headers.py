@@ -414,6 +414,18 @@ async def test_metrics_is_prometheus_text(api: Api) -> None:
     assert re.search(r'^cloudmfa_http_requests_total\{[^}]*status="404"', text, re.MULTILINE)
 
 
+async def test_metrics_label_invented_methods_as_other(api: Api) -> None:
+    """A client may send any token as a method; each distinct label value would be a new time
+    series for the life of the process."""
+    for method in ("BREW", "X-PROBE-1", "X-PROBE-2"):
+        assert_problem(await api.client.request(method, "/healthz"), 405, "method_not_allowed")
+
+    text = (await api.client.get("/metrics")).text
+
+    assert "X-PROBE" not in text and "BREW" not in text
+    assert 'method="OTHER",route="/healthz",status="405"' in text
+
+
 async def test_metrics_never_contain_tokens_or_emails(api: Api) -> None:
     user, headers = await api.signed_in("metrics")
     await api.client.get("/api/v1/me", headers=headers)
