@@ -5,7 +5,7 @@ A session that the MFA policy confines to enrolment may only enrol and activate 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from cloudmfa.api.deps import AnySessionDep, InfoDep, PrincipalDep, ServicesDep
 from cloudmfa.api.schemas import (
     CleanStr,
+    EnrollableFactorType,
     Factor,
     FactorStatus,
     FactorType,
@@ -40,8 +41,7 @@ class EnrolRequest(StrictModel):
             ]
         }
     )
-    # Recovery codes are not enrolled: they come with the first factor (POST /me/recovery-codes).
-    type: Literal["totp", "sms", "email", "webauthn"]
+    type: EnrollableFactorType
     label: Annotated[CleanStr, Field(min_length=1, max_length=100)] | None = None
     email: Annotated[CleanStr, Field(max_length=320)] | None = None
     phone: Annotated[CleanStr, Field(max_length=32)] | None = None
