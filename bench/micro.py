@@ -1,6 +1,7 @@
 """Micro-measurements behind choices in the verify path (bench/README.md), in CPU µs per call.
 
-    .venv/bin/python bench/micro.py
+    .venv/bin/python bench/micro.py            # everything
+    .venv/bin/python bench/micro.py edge       # only the service's own edge (no PostgreSQL)
 
 Each variant runs interleaved with its rival, several times, and the best time counts: this
 VM's speed drifts, and the best of interleaved runs is what is least disturbed by it.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +30,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cloudmfa.app import create_app  # noqa: E402
+from cloudmfa.config import Settings  # noqa: E402
 from cloudmfa.factors.totp.verify import TotpParameters, verify_totp_code  # noqa: E402
 
 PG_DSN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -102,18 +106,21 @@ async def _by_hand(body: _Body) -> Response:
 _ROUTES = ["/none", "/four-dependencies", "/response-built-by-hand"]
 
 
-def _asgi_post(path: str) -> Call:
+def _asgi_call(app: Any, method: str, path: str, body: bytes = b"") -> Call:
+    headers = [(b"content-type", b"application/json")]
+    if body:
+        headers.append((b"content-length", str(len(body)).encode()))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-type", b"application/json")],
+        "headers": headers,
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
     }
@@ -126,20 +133,59 @@ def _asgi_post(path: str) -> Call:
             if sent:
                 return {"type": "http.disconnect"}
             sent = True
-            return {"type": "http.request", "body": b'{"x": 1}', "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
 
         async def send(_message: dict[str, Any]) -> None:
             return None
 
-        await _app(dict(scope), receive, send)
+        await app(dict(scope), receive, send)
 
     return call
+
+
+def _asgi_post(path: str) -> Call:
+    return _asgi_call(_app, "POST", path, b'{"x": 1}')
+
+
+# --- the service's own edge: every request passes it ------------------------------------------
+
+
+async def edge() -> None:
+    """Whole requests through the service's app (SQLite, in-process store), edge included."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            data_dir=data_dir,
+            secret_keys="b1:" + "A" * 43 + "=",
+            ip_rate_limit="1000000000/minute",  # evaluated on every request, never refused
+        )
+        app = create_app(settings)
+        refresh = "/api/v1/auth/refresh"
+        async with app.router.lifespan_context(app):
+            report(
+                "The service's app, in-process ASGI call (SQLite, in-process store)",
+                await best_of(
+                    {
+                        "GET /healthz": _asgi_call(app, "GET", "/healthz"),
+                        "POST /api/v1/auth/refresh, unknown token (401)": _asgi_call(
+                            app, "POST", refresh, b'{"refresh_token": "not-a-real-one"}'
+                        ),
+                        "POST /api/v1/auth/refresh, body not JSON (422)": _asgi_call(
+                            app, "POST", refresh, b'{"refresh_token": '
+                        ),
+                    },
+                    3000,
+                ),
+            )
 
 
 # --- the rest --------------------------------------------------------------------------------
 
 
 async def main() -> None:
+    await edge()
+    if sys.argv[1:] == ["edge"]:
+        return
     report(
         "FastAPI route, in-process ASGI call (POST with a JSON body)",
         await best_of({path: _asgi_post(path) for path in _ROUTES}, 5000),

@@ -271,9 +271,7 @@ class Server:
                 self.proc.kill()
 
 
-def service_env(
-    database_url: str, prefix: str, workdir: str, fast_path: str = "on"
-) -> dict[str, str]:
+def service_env(database_url: str, prefix: str, workdir: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDMFA_")}
     env.update(
         {
@@ -285,7 +283,6 @@ def service_env(
             # The benchmark is one client address; the per-IP limit is still evaluated.
             "CLOUDMFA_IP_RATE_LIMIT": "100000000/minute",
             "CLOUDMFA_LOG_LEVEL": "warning",
-            "CLOUDMFA_FAST_PATH": "true" if fast_path == "on" else "false",
             "CLOUDMFA_DATA_DIR": workdir,
             "BENCH_CWD": workdir,
         }
@@ -478,7 +475,7 @@ async def measure_backend(
     each right after a round of their ceilings (d) and (e), (f): this VM's speed drifts by tens
     of percent over minutes, so only ratios taken side by side mean anything."""
     prefix = f"bench-{secrets.token_hex(4)}:"
-    env = service_env(database_url, prefix, workdir, args.fast_path)
+    env = service_env(database_url, prefix, workdir)
     settings = settings_from(env)
     # A pool of users for each measurement asked for; (b) also spends some untimed first.
     sizes = {
@@ -613,7 +610,7 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         f"cloudmfa benchmark, {results['started_at']}, {results['machine']['cpus']} cores "
         f"({results['machine']['cpu_model']}), {results['concurrency']} concurrent clients, "
-        f"{results['rounds']} rounds, fast path {results.get('fast_path', 'on')}",
+        f"{results['rounds']} rounds",
         "",
         "| backend | measurement | req/s | p50 ms | p99 ms | of ceiling | worker RSS MiB after |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -704,7 +701,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration,
         "rounds": args.rounds,
         "users_per_pool": args.users,
-        "fast_path": args.fast_path,
         "backends": {},
     }
     workdir = tempfile.mkdtemp(prefix="cloudmfa-bench-")
@@ -777,12 +773,6 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--only", default="abcdef", help="measurements to run (letters a-f)")
-    parser.add_argument(
-        "--fast-path",
-        choices=("on", "off"),
-        default="on",
-        help="off: the service answers /auth/verify through FastAPI's router (for comparison)",
-    )
     parser.add_argument(
         "--rounds",
         type=int,

@@ -9,10 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cloudmfa import __version__
-from cloudmfa.api import accounts, admin, auth, factors, me, ops, problems
+from cloudmfa.api import accounts, admin, auth, factors, me, openapi, ops, problems
 from cloudmfa.api.edge import EdgeMiddleware, Metrics
-from cloudmfa.api.fast_path import FastPath
-from cloudmfa.api.ip_limit import IpLimit
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
 from cloudmfa.flows import maintenance
@@ -43,28 +41,24 @@ def create_app(
     app = FastAPI(
         title="cloudmfa",
         version=__version__,
-        description="Password plus second-factor authentication. Errors are RFC 9457 problems.",
+        description=openapi.DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.services = svc
     app.state.metrics = Metrics()
     problems.install(app)
-    for router in (
-        accounts.router,
-        auth.router,
-        me.router,
-        factors.router,
-        admin.router,
-        ops.router,
-    ):
+    routers = (accounts.router, auth.router, me.router, factors.router, admin.router, ops.router)
+    for router in routers:
         app.include_router(router)
-    # Each middleware added runs outside those added before it: EdgeMiddleware (body limit,
-    # headers, metrics), then the per-IP limit, then the fast path, then FastAPI's own.
-    if settings.fast_path:
-        app.add_middleware(FastPath, routes=auth.FAST_ROUTES)
-    app.add_middleware(IpLimit)
+    openapi.install(app, routers)
+    # The one middleware of ours, outside FastAPI's own: per-IP limit, body limit, headers,
+    # metrics, last resort (api/edge.py).
     app.add_middleware(
-        EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics
+        EdgeMiddleware,
+        services=svc,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=app.state.metrics,
     )
     return app
 

@@ -94,8 +94,6 @@ class Settings(BaseSettings):
 
     # The HTTP edge
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    # POST /auth/verify answered beside FastAPI's router (api/fast_path.py); off: by the router.
-    fast_path: bool = True
     trusted_proxies: str = ""  # comma-separated addresses whose X-Forwarded-For is believed
     log_level: str = "info"
 

@@ -145,6 +145,51 @@ async def test_body_just_under_the_limit_is_read(api: Api) -> None:
     assert_client_error_problem(r)
 
 
+VERIFY = "/api/v1/auth/verify"
+JSON_TYPE = "application/json"
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b'{"mfa_token": "t", "code": "123456"}', JSON_TYPE),  # no factor_id
+        (b'{"mfa_token": "t", "factor_id": "f", "code": "1", "credential": {}}', JSON_TYPE),
+        (b'{"mfa_token": "t", "factor_id": "f", "code": "' + b"1" * 200 + b'"}', JSON_TYPE),
+        (b"", JSON_TYPE),
+        (b"mfa_token=t&factor_id=f&code=1", "application/x-www-form-urlencoded"),
+        (b'{"mfa_token": "t", "factor_id": "f", "code": "1"}', None),  # no content type
+        (b'{"mfa_token": "t", "factor_id": ', JSON_TYPE),
+        (b'{"mfa_token": "\xff\xfe", "factor_id": "f", "code": "1"}', JSON_TYPE),
+    ],
+    ids=[
+        "missing-field",
+        "code-and-credential",
+        "code-too-long",
+        "empty",
+        "form",
+        "no-content-type",
+        "malformed-json",
+        "invalid-utf8",
+    ],
+)
+async def test_verify_bodies_the_router_refuses_are_validation_problems(
+    api: Api, content: bytes, content_type: str | None
+) -> None:
+    """POST /auth/verify, the hottest endpoint, refuses what its model refuses: only JSON
+    (FastAPI is strict about the content type), exactly one proof, bounded fields."""
+    headers = {"content-type": content_type} if content_type else {}
+    r = await api.client.post(VERIFY, content=content, headers=headers)
+    assert_problem(r, 422, "validation_error")
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_verify_with_an_unknown_mfa_token_is_a_401_problem(api: Api) -> None:
+    r = await api.client.post(VERIFY, json={"mfa_token": "nope", "factor_id": "x", "code": "1"})
+    assert_problem(r, 401, "mfa_token_expired")
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
 @pytest.mark.parametrize("opener", [b"[", b'{"a":'])
 async def test_deeply_nested_json_is_a_client_error(api: Api, opener: bytes) -> None:
     closer = b"]" if opener == b"[" else b"}"
@@ -387,6 +432,18 @@ async def test_metrics_is_prometheus_text(api: Api) -> None:
         re.MULTILINE,
     )
     assert re.search(r'^cloudmfa_http_requests_total\{[^}]*status="404"', text, re.MULTILINE)
+
+
+async def test_metrics_label_invented_methods_as_other(api: Api) -> None:
+    """A client may send any token as a method; each distinct label value would be a new time
+    series for the life of the process."""
+    for method in ("BREW", "X-PROBE-1", "X-PROBE-2"):
+        assert_problem(await api.client.request(method, "/healthz"), 405, "method_not_allowed")
+
+    text = (await api.client.get("/metrics")).text
+
+    assert "X-PROBE" not in text and "BREW" not in text
+    assert 'method="OTHER",route="/healthz",status="405"' in text
 
 
 async def test_metrics_never_contain_tokens_or_emails(api: Api) -> None:

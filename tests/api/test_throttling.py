@@ -439,13 +439,10 @@ async def test_ip_limit_sixth_request_is_refused(backend: dict[str, Any], path: 
                 assert r.status_code in (201, 401), r.text
 
 
-@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "router"])
-async def test_ip_limit_counts_requests_that_never_parse(
-    backend: dict[str, Any], fast_path: bool
-) -> None:
+async def test_ip_limit_counts_requests_that_never_parse(backend: dict[str, Any]) -> None:
     """Every request counts, however broken: malformed JSON, a form body, a wrong method,
     a path that does not exist. Only the sixth is refused, whatever it is."""
-    async with throttled_app(backend, ip_rate_limit="5/minute", fast_path=fast_path) as (app, _):
+    async with throttled_app(backend, ip_rate_limit="5/minute") as (app, _):
         async with client_from(app, random_ip()) as client:
             broken = [
                 await client.post(LOGIN, content=b'{"email": ', headers=JSON),
@@ -462,6 +459,41 @@ async def test_ip_limit_counts_requests_that_never_parse(
             assert_rate_limited(r, max_retry_after=61)
             metrics = (await client.get("/metrics")).text
             assert 'route="/api/v1/auth/*",status="429"' in metrics
+
+
+PREFLIGHT = {
+    "Origin": "https://app.example.com",
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "content-type",
+}
+
+
+async def test_ip_limit_does_not_count_cors_preflights(backend: dict[str, Any]) -> None:
+    """A browser sends a preflight on its own before each cross-origin POST: counting it would
+    halve a web client's budget. A plain OPTIONS, no preflight, counts like any wrong method."""
+    async with throttled_app(backend, ip_rate_limit="5/minute") as (app, api):
+        async with client_from(app, random_ip()) as client:
+            for path in (LOGIN, VERIFY, "/api/v1/accounts") * 4:
+                assert (await client.options(path, headers=PREFLIGHT)).status_code != 429
+            for _ in range(5):
+                assert_invalid_credentials(await login(client, api.new_email(), WRONG))
+            assert_rate_limited(await login(client, api.new_email(), WRONG), max_retry_after=61)
+        async with client_from(app, random_ip()) as client:
+            for _ in range(5):
+                assert (await client.options(LOGIN)).status_code == 405
+            assert_rate_limited(await client.options(LOGIN), max_retry_after=61)
+
+
+async def test_ip_limit_counts_a_body_declared_too_large(backend: dict[str, Any]) -> None:
+    """The count comes before the size check: a refused body still uses up the budget."""
+    async with throttled_app(backend, ip_rate_limit="5/minute", max_body_bytes=1024) as (app, _):
+        async with client_from(app, random_ip()) as client:
+            big = b'{"email": "' + b"x" * 2000 + b'"}'
+            for _ in range(5):
+                r = await client.post(LOGIN, content=big, headers=JSON)
+                assert r.status_code == 413, r.text
+            r = await client.post(LOGIN, content=big, headers=JSON)
+            assert_rate_limited(r, max_retry_after=61)
 
 
 async def test_ip_limit_is_shared_by_login_and_sign_up(backend: dict[str, Any]) -> None:

@@ -231,7 +231,12 @@ def test_authenticated_calls_answer_problems_never_5xx(
     assert 200 in seen["GET /api/v1/me"], seen
     assert 200 in seen["GET /api/v1/me/sessions"], seen
     admin_list = seen["GET /api/v1/admin/users"]
-    assert (200 in admin_list) if role == "admin" else (admin_list == {403}), seen
+    # Schemathesis also calls each operation that declares Bearer security without credentials
+    # (those cases answer 401); with the user's token, the admin list is always refused.
+    if role == "admin":
+        assert 200 in admin_list, seen
+    else:
+        assert 403 in admin_list and admin_list <= {401, 403}, seen
 
 
 def test_unauthenticated_calls_answer_problems_never_5xx(fuzz_schema: Any) -> None:

@@ -1,4 +1,7 @@
-"""/api/v1/admin: users and the audit trail, for the admin role."""
+"""/api/v1/admin: users and the audit trail, for the admin role.
+
+Every route needs an administrator's session that verified a second factor, whatever the MFA
+policy; lock, unlock and MFA reset also need step-up."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from cloudmfa.api.deps import AdminDep, InfoDep, ServicesDep
 from cloudmfa.api.me import EventList, event_page
 from cloudmfa.api.schemas import (
     CleanStr,
+    Factor,
     Limit,
     decode_cursor,
     encode_cursor,
@@ -34,18 +38,9 @@ class AdminUser(BaseModel):
     locked_at: datetime | None
 
 
-class FactorSummary(BaseModel):
-    id: str
-    type: str
-    label: str | None
-    status: str
-    created_at: datetime
-    last_used_at: datetime | None
-
-
 class AdminUserDetail(AdminUser):
     mfa_enabled: bool
-    factors: list[FactorSummary]
+    factors: list[Factor]
 
 
 class UserList(BaseModel):
@@ -65,7 +60,12 @@ def _admin_user(user: User) -> AdminUser:
     )
 
 
-@router.get("/users", response_model=UserList, responses=problem_responses(401, 403, 422))
+@router.get(
+    "/users",
+    summary="Search users",
+    response_model=UserList,
+    responses=problem_responses(401, 403, 422),
+)
 async def list_users(
     _admin: AdminDep,
     svc: ServicesDep,
@@ -73,6 +73,8 @@ async def list_users(
     limit: Annotated[Limit, Query()] = 50,
     cursor: Annotated[CleanStr | None, Query(max_length=1000)] = None,
 ) -> UserList:
+    """Users in email order; `query` matches a substring of the email or display name,
+    case-insensitively. Pages by `cursor` (`next_cursor` is null on the last page)."""
     after = decode_cursor(cursor, str) if cursor else None
     users = await admin.search_users(svc, query=query or None, after_email=after, limit=limit)
     next_cursor = encode_cursor(users[-1].email) if len(users) == limit else None
@@ -80,21 +82,15 @@ async def list_users(
 
 
 @router.get(
-    "/users/{user_id}", response_model=AdminUserDetail, responses=problem_responses(401, 403, 404)
+    "/users/{user_id}",
+    summary="Read a user",
+    response_model=AdminUserDetail,
+    responses=problem_responses(401, 403, 404),
 )
 async def get_user(user_id: str, _admin: AdminDep, svc: ServicesDep) -> AdminUserDetail:
+    """The user with their factors (never a secret)."""
     user, user_factors = await admin.get_user(svc, parse_id(user_id))
-    summaries = [
-        FactorSummary(
-            id=f.id,
-            type=f.type,
-            label=f.label,
-            status=f.status,
-            created_at=f.created_at,
-            last_used_at=f.last_used_at,
-        )
-        for f in user_factors
-    ]
+    summaries = [Factor.of(f) for f in user_factors]
     return AdminUserDetail(
         **_admin_user(user).model_dump(),
         mfa_enabled=any(f.status == "active" for f in summaries),
@@ -102,30 +98,51 @@ async def get_user(user_id: str, _admin: AdminDep, svc: ServicesDep) -> AdminUse
     )
 
 
-@router.post("/users/{user_id}/lock", status_code=204, responses=problem_responses(401, 403, 404))
+@router.post(
+    "/users/{user_id}/lock",
+    summary="Lock a user",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
+)
 async def lock_user(user_id: str, principal: AdminDep, svc: ServicesDep, info: InfoDep) -> Response:
+    """Revokes all of the user's sessions and ends their pending sign-ins. Needs step-up; an
+    administrator cannot lock their own account."""
     await admin.set_locked(svc, principal, info, parse_id(user_id), locked=True)
     return Response(status_code=204)
 
 
-@router.post("/users/{user_id}/unlock", status_code=204, responses=problem_responses(401, 403, 404))
+@router.post(
+    "/users/{user_id}/unlock",
+    summary="Unlock a user",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
+)
 async def unlock_user(
     user_id: str, principal: AdminDep, svc: ServicesDep, info: InfoDep
 ) -> Response:
+    """The user may sign in again. Needs step-up."""
     await admin.set_locked(svc, principal, info, parse_id(user_id), locked=False)
     return Response(status_code=204)
 
 
 @router.delete(
-    "/users/{user_id}/factors", status_code=204, responses=problem_responses(401, 403, 404)
+    "/users/{user_id}/factors",
+    summary="Reset a user's MFA",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
 )
 async def reset_mfa(user_id: str, principal: AdminDep, svc: ServicesDep, info: InfoDep) -> Response:
-    """MFA reset: every factor, recovery code and remembered device goes; sessions end."""
+    """Every factor, recovery code and remembered device goes; sessions end. Needs step-up."""
     await admin.reset_mfa(svc, principal, info, parse_id(user_id))
     return Response(status_code=204)
 
 
-@router.get("/audit", response_model=EventList, responses=problem_responses(401, 403, 422))
+@router.get(
+    "/audit",
+    summary="Read the audit trail",
+    response_model=EventList,
+    responses=problem_responses(401, 403, 422),
+)
 async def list_audit(
     _admin: AdminDep,
     svc: ServicesDep,
@@ -134,6 +151,8 @@ async def list_audit(
     limit: Annotated[Limit, Query()] = 50,
     cursor: Annotated[CleanStr | None, Query(max_length=200)] = None,
 ) -> EventList:
+    """Events newest first; `user_id` matches events where the user is actor or subject,
+    `type` one event type (e.g. `login.failed`)."""
     before = decode_cursor(cursor, int) if cursor else None
     rows = await admin.list_audit(
         svc, user_id=user_id or None, type_=type or None, before_seq=before, limit=limit

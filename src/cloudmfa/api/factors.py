@@ -12,39 +12,38 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloudmfa.api.auth import proof_of
 from cloudmfa.api.deps import AnySessionDep, InfoDep, PrincipalDep, ServicesDep
-from cloudmfa.api.schemas import CleanStr, StrictModel, parse_id, problem_responses
-from cloudmfa.factors.base import ProofInput, StoredFactor
+from cloudmfa.api.schemas import (
+    CleanStr,
+    EnrollableFactorType,
+    Factor,
+    FactorStatus,
+    FactorType,
+    StrictModel,
+    parse_id,
+    problem_responses,
+)
+from cloudmfa.factors.base import ProofInput
 from cloudmfa.flows import devices, enrolment
 
 router = APIRouter(prefix="/api/v1/me", tags=["factors"])
 
 
-class FactorOut(BaseModel):
-    id: str
-    type: str
-    label: str | None
-    status: str
-    created_at: datetime
-    last_used_at: datetime | None
-
-    @classmethod
-    def of(cls, factor: StoredFactor) -> FactorOut:
-        return cls(
-            id=factor.id,
-            type=factor.type,
-            label=factor.label,
-            status=factor.status,
-            created_at=factor.created_at,
-            last_used_at=factor.last_used_at,
-        )
-
-
 class FactorList(BaseModel):
-    factors: list[FactorOut]
+    factors: list[Factor]
 
 
 class EnrolRequest(StrictModel):
-    type: Annotated[CleanStr, Field(min_length=1, max_length=16)]
+    """`type` picks the factor; `email` is for an email factor, `phone` (E.164) for SMS."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "totp", "label": "Phone authenticator"},
+                {"type": "sms", "phone": "+14155550123"},
+            ]
+        }
+    )
+    type: EnrollableFactorType
     label: Annotated[CleanStr, Field(min_length=1, max_length=100)] | None = None
     email: Annotated[CleanStr, Field(max_length=320)] | None = None
     phone: Annotated[CleanStr, Field(max_length=32)] | None = None
@@ -59,11 +58,21 @@ class EnrolResponse(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     id: str
-    type: str
-    status: str
+    type: FactorType
+    status: FactorStatus
+    secret: str | None = Field(default=None, description="totp: the base32 seed, shown once")
+    otpauth_uri: str | None = Field(default=None, description="totp: the otpauth:// URI")
+    qr_svg: str | None = Field(default=None, description="totp: the URI as an SVG QR code")
+    destination_hint: str | None = Field(default=None, description="sms, email: where it went")
+    public_key: dict[str, Any] | None = Field(
+        default=None, description="webauthn: PublicKeyCredentialCreationOptionsJSON"
+    )
 
 
 class ActivateRequest(StrictModel):
+    """The proof that the factor works: a `code`, or for WebAuthn a `credential`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"code": "492039"}]})
     code: Annotated[CleanStr, Field(min_length=1, max_length=128)] | None = None
     credential: dict[str, Any] | None = None
 
@@ -79,9 +88,11 @@ class ActivateRequest(StrictModel):
 
 class ActivateResponse(BaseModel):
     id: str
-    type: str
-    status: str
-    recovery_codes: list[str] | None = None
+    type: FactorType
+    status: FactorStatus
+    recovery_codes: list[str] | None = Field(
+        default=None, description="With the first factor only: 10 single-use codes, shown once"
+    )
 
 
 class RecoveryCodes(BaseModel):
@@ -100,28 +111,40 @@ class DeviceList(BaseModel):
     devices: list[DeviceOut]
 
 
-@router.get("/factors", response_model=FactorList, responses=problem_responses(401, 403))
+@router.get(
+    "/factors",
+    summary="List my factors",
+    response_model=FactorList,
+    responses=problem_responses(401, 403),
+)
 async def list_factors(principal: PrincipalDep, svc: ServicesDep) -> FactorList:
-    return FactorList(
-        factors=[FactorOut.of(f) for f in await enrolment.list_factors(svc, principal)]
-    )
+    """The caller's second factors, pending and active; secrets never appear here."""
+    stored = await enrolment.list_factors(svc, principal)
+    return FactorList(factors=[Factor.of(f) for f in stored])
 
 
 @router.post(
     "/factors",
+    summary="Start enrolling a factor",
     status_code=201,
     response_model=EnrolResponse,
+    response_model_exclude_none=True,
     responses=problem_responses(401, 403, 422, 429, 502),
 )
 async def enrol_factor(
     body: EnrolRequest, principal: AnySessionDep, svc: ServicesDep, info: InfoDep
 ) -> EnrolResponse:
+    """Creates a pending factor and answers what its type shows once: a TOTP secret, URI and
+    QR code; a destination hint after sending a code; WebAuthn creation options. A session
+    confined to enrolment may enrol its first factor (if signed in within the step-up window);
+    any further factor needs step-up."""
     factor, started = await enrolment.enrol(svc, principal, info, body.type, body.params())
     return EnrolResponse(id=factor.id, type=factor.type, status=factor.status, **started.shown)
 
 
 @router.post(
     "/factors/{factor_id}/activate",
+    summary="Activate a pending factor",
     response_model=ActivateResponse,
     response_model_exclude_none=True,
     responses=problem_responses(401, 403, 404, 422),
@@ -133,6 +156,9 @@ async def activate_factor(
     svc: ServicesDep,
     info: InfoDep,
 ) -> ActivateResponse:
+    """Proves the pending factor works (a code it produced, or a WebAuthn credential) and makes
+    it active. The first factor also answers the recovery codes. Activating does not upgrade
+    the session that did it: it stays confined until a sign-in with the factor."""
     result = await enrolment.activate(svc, principal, info, parse_id(factor_id), body.proof())
     return ActivateResponse(
         id=result.factor.id,
@@ -142,27 +168,45 @@ async def activate_factor(
     )
 
 
-@router.delete("/factors/{factor_id}", status_code=204, responses=problem_responses(401, 403, 404))
+@router.delete(
+    "/factors/{factor_id}",
+    summary="Remove a factor",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
+)
 async def remove_factor(
     factor_id: str, principal: PrincipalDep, svc: ServicesDep, info: InfoDep
 ) -> Response:
+    """Needs step-up. Also forgets every remembered device; removing the last factor deletes
+    the recovery codes."""
     await enrolment.remove(svc, principal, info, parse_id(factor_id))
     return Response(status_code=204)
 
 
 @router.post(
-    "/recovery-codes", response_model=RecoveryCodes, responses=problem_responses(401, 403, 422)
+    "/recovery-codes",
+    summary="Replace my recovery codes",
+    response_model=RecoveryCodes,
+    responses=problem_responses(401, 403, 422),
 )
 async def regenerate_recovery_codes(
     principal: PrincipalDep, svc: ServicesDep, info: InfoDep
 ) -> RecoveryCodes:
+    """Ten new single-use codes, shown once; the old set stops working. Needs step-up and an
+    active factor (without one: 422 validation_error)."""
     return RecoveryCodes(
         recovery_codes=await enrolment.regenerate_recovery_codes(svc, principal, info)
     )
 
 
-@router.get("/devices", response_model=DeviceList, responses=problem_responses(401, 403))
+@router.get(
+    "/devices",
+    summary="List my remembered devices",
+    response_model=DeviceList,
+    responses=problem_responses(401, 403),
+)
 async def list_devices(principal: PrincipalDep, svc: ServicesDep) -> DeviceList:
+    """Devices that skip the second factor at login (`remember_device` on /auth/verify)."""
     remembered = await devices.list_devices(svc, principal)
     return DeviceList(
         devices=[
@@ -178,9 +222,15 @@ async def list_devices(principal: PrincipalDep, svc: ServicesDep) -> DeviceList:
     )
 
 
-@router.delete("/devices/{device_id}", status_code=204, responses=problem_responses(401, 403, 404))
+@router.delete(
+    "/devices/{device_id}",
+    summary="Forget a remembered device",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
+)
 async def forget_device(
     device_id: str, principal: PrincipalDep, svc: ServicesDep, info: InfoDep
 ) -> Response:
+    """Its next login asks for the second factor again."""
     await devices.forget_device(svc, principal, info, parse_id(device_id))
     return Response(status_code=204)

@@ -1,11 +1,10 @@
 """The per-client-IP limit of API.md "Throttling": every request to `/api/v1/auth/*` and
 `/api/v1/accounts` counts, whatever its body.
 
-A middleware rather than a router dependency, because FastAPI reads and validates a request's
-body before it solves the route's dependencies: a request whose JSON did not parse was answered
-422 without ever being counted. Here a request is counted before anything reads its body, in
-one place for the router and the fast path alike. It runs inside EdgeMiddleware, so a refusal
-still gets the security headers and is counted in the metrics.
+Counted by the edge middleware (api/edge.py) rather than a router dependency, because FastAPI
+reads and validates a request's body before it solves the route's dependencies: a request whose
+JSON did not parse was answered 422 without ever being counted. There a request is counted
+before anything reads its body.
 """
 
 from __future__ import annotations
@@ -13,12 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from cloudmfa.api.deps import request_info, services_of
-from cloudmfa.api.problems import answer_error
+from cloudmfa.api.deps import request_info
 from cloudmfa.errors import RateLimited
-from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.throttling import record_rate_limited
 from cloudmfa.services import Services
 
@@ -39,34 +36,29 @@ class LimitedPath:
 LIMITED = (LimitedPath("/api/v1/auth/*"), LimitedPath("/api/v1/accounts"))
 
 
-class IpLimit:
-    def __init__(self, app: ASGIApp, *, paths: tuple[LimitedPath, ...] = LIMITED) -> None:
-        self.app = app
-        self.paths = paths
+def limited_path(scope: Scope, paths: tuple[LimitedPath, ...] = LIMITED) -> LimitedPath | None:
+    """The limited path this request falls under, or None when it is not counted.
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limited = None
-        if scope["type"] == "http":
-            limited = next((p for p in self.paths if p.covers(scope["path"])), None)
-        if limited is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        try:
-            await limit_ip(services_of(request), request_info(request))
-        except Exception as exc:
-            scope["route"] = limited
-            response = await answer_error(request, exc)
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+    A CORS preflight (Fetch §3.2.2: OPTIONS with Access-Control-Request-Method) is not counted:
+    a browser sends one on its own before a cross-origin call, which would otherwise halve a
+    web client's budget, and it reads no body and runs no handler."""
+    path: str = scope["path"]
+    limited = next((p for p in paths if p.covers(path)), None)
+    if limited is not None and scope["method"] == "OPTIONS" and _asks_preflight(scope):
+        return None
+    return limited
 
 
-async def limit_ip(svc: Services, info: RequestInfo) -> None:
+def _asks_preflight(scope: Scope) -> bool:
+    return any(name == b"access-control-request-method" for name, _ in scope["headers"])
+
+
+async def count_request(svc: Services, scope: Scope) -> None:
     """Count one request from the client's address; RateLimited (audited once per window)
     when it is over the limit."""
+    client = scope.get("client")
     try:
-        await svc.ip_limiter.hit(info.ip or "unknown")
+        await svc.ip_limiter.hit((client[0] if client else None) or "unknown")
     except RateLimited as exc:
-        await record_rate_limited(svc, info, None, exc)
+        await record_rate_limited(svc, request_info(Request(scope)), None, exc)
         raise

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloudmfa.api.deps import AnySessionDep, InfoDep, PrincipalDep, ServicesDep
 from cloudmfa.api.schemas import (
@@ -80,6 +80,16 @@ class OwnEventList(BaseModel):
 
 
 class PasswordChange(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "current_password": "plum-orbit-velvet-canyon-42",
+                    "new_password": "saffron-glacier-lantern-97",
+                }
+            ]
+        }
+    )
     current_password: Password
     new_password: Password
 
@@ -94,8 +104,9 @@ def event_page(rows: list[dict[str, Any]], limit: int) -> EventList:
     )
 
 
-@router.get("", response_model=Me, responses=problem_responses(401))
+@router.get("", summary="Who am I", response_model=Me, responses=problem_responses(401))
 async def get_me(principal: AnySessionDep) -> Me:
+    """The signed-in user. Any session may read it, one confined to enrolment too."""
     user = principal.user
     return Me(
         id=user.id,
@@ -107,8 +118,14 @@ async def get_me(principal: AnySessionDep) -> Me:
     )
 
 
-@router.get("/sessions", response_model=SessionList, responses=problem_responses(401, 403))
+@router.get(
+    "/sessions",
+    summary="List my sessions",
+    response_model=SessionList,
+    responses=problem_responses(401, 403),
+)
 async def list_sessions(principal: PrincipalDep, svc: ServicesDep) -> SessionList:
+    """The caller's live sessions; `current` marks the one making this call."""
     rows = await self_service.list_sessions(svc, principal)
     return SessionList(
         sessions=[
@@ -126,21 +143,32 @@ async def list_sessions(principal: PrincipalDep, svc: ServicesDep) -> SessionLis
 
 
 @router.delete(
-    "/sessions/{session_id}", status_code=204, responses=problem_responses(401, 403, 404)
+    "/sessions/{session_id}",
+    summary="End one of my sessions",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
 )
 async def revoke_session(
     session_id: str, principal: PrincipalDep, svc: ServicesDep, info: InfoDep
 ) -> Response:
+    """Its access and refresh tokens are refused from now on."""
     await self_service.end_session(
         svc, principal, info, parse_id(session_id), reason="revoked_by_user"
     )
     return Response(status_code=204)
 
 
-@router.post("/password", status_code=204, responses=problem_responses(401, 403, 422))
+@router.post(
+    "/password",
+    summary="Change my password",
+    status_code=204,
+    responses=problem_responses(401, 403, 422, 429),
+)
 async def change_password(
     body: PasswordChange, principal: PrincipalDep, svc: ServicesDep, info: InfoDep
 ) -> Response:
+    """Needs step-up and the current password (a wrong one answers 401 and counts against the
+    account's failure limit). The new one meets the password policy; other sessions end."""
     await accounts.change_password(
         svc,
         principal,
@@ -151,13 +179,20 @@ async def change_password(
     return Response(status_code=204)
 
 
-@router.get("/events", response_model=OwnEventList, responses=problem_responses(401, 403, 422))
+@router.get(
+    "/events",
+    summary="My audit events",
+    response_model=OwnEventList,
+    responses=problem_responses(401, 403, 422),
+)
 async def list_events(
     principal: PrincipalDep,
     svc: ServicesDep,
     limit: Annotated[Limit, Query()] = 50,
     cursor: Annotated[CleanStr | None, Query(max_length=200)] = None,
 ) -> OwnEventList:
+    """Events where the caller is actor or subject, newest first, paged by `cursor`. An event an
+    administrator caused names its actor only as `{"role": "admin"}`."""
     before = decode_cursor(cursor, int) if cursor else None
     rows = await self_service.list_own_events(svc, principal, before_seq=before, limit=limit)
     return OwnEventList(

@@ -1,64 +1,75 @@
-"""RFC 9457 problem details: the one place where errors become HTTP answers."""
+"""RFC 9457 problem details: the one place where errors become HTTP answers.
+
+Every error is first made a `CloudMFAError` (errors.py names every code, title and status),
+then rendered by `problem_response`; the exception handlers installed on the app and the edge
+middleware in front of it (api/edge.py) both answer that way.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
 from starlette.routing import Match
 
-from cloudmfa.errors import CloudMFAError
+from cloudmfa.errors import (
+    CloudMFAError,
+    InternalError,
+    MethodNotAllowed,
+    Unavailable,
+    ValidationFailed,
+    for_http_status,
+)
 
 log = logging.getLogger("cloudmfa.api")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
-# Statuses the framework itself raises, with the stable code each gets.
-_FRAMEWORK_CODES: dict[int, tuple[str, str]] = {
-    400: ("validation_error", "The request could not be parsed"),
-    401: ("invalid_token", "Authentication required"),
-    404: ("not_found", "Not found"),
-    405: ("method_not_allowed", "Method not allowed"),
-    413: ("payload_too_large", "The request body is too large"),
-    415: ("validation_error", "Unsupported media type"),
-}
-
-
-def problem_body(status: int, code: str, title: str, detail: str) -> dict[str, Any]:
-    return {
-        "type": f"urn:cloudmfa:problem:{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-
 
 def problem_response(
-    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
+    error: CloudMFAError, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
+    """The answer for ``error``: its status, a problem+json body, and the headers its status
+    calls for (Retry-After on a refusal with a wait, WWW-Authenticate on a 401)."""
+    answer_headers = dict(headers or {})
+    if error.retry_after is not None:
+        answer_headers["Retry-After"] = str(max(1, error.retry_after))
+    if error.status == 401:
+        answer_headers["WWW-Authenticate"] = "Bearer"
+    body = {
+        "type": f"urn:cloudmfa:problem:{error.code}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+    }
     return JSONResponse(
-        problem_body(status, code, title, detail),
-        status_code=status,
-        media_type=PROBLEM_MEDIA_TYPE,
-        headers=headers,
+        body, status_code=error.status, media_type=PROBLEM_MEDIA_TYPE, headers=answer_headers
     )
 
 
-async def _cloudmfa_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, CloudMFAError)
-    headers: dict[str, str] = {}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, exc.retry_after))
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    return problem_response(exc.status, exc.code, exc.title, exc.detail, headers)
+def as_error(exc: Exception) -> CloudMFAError:
+    """What an exception means to a client. A store that does not answer in time (unreachable,
+    or a SQLite write lock held past the busy timeout) is worth a retry, unlike a bug (which
+    the caller logs); nothing of either is shown."""
+    if isinstance(exc, CloudMFAError):
+        return exc
+    if isinstance(exc, OperationalError | ConnectionError):
+        log.warning("storage unavailable: %s", type(exc).__name__)
+        return Unavailable(
+            "The database or the shared store is busy or unreachable; try again shortly.",
+            retry_after=1,
+        )
+    return InternalError("Something went wrong on our side.")
+
+
+async def _known_error(_request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(as_error(exc))
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -72,25 +83,18 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return problem_response(
-        422, "validation_error", "The request is not valid", _describe_validation(exc)
-    )
+    return problem_response(ValidationFailed(_describe_validation(exc)))
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _framework_error(request: Request, exc: Exception) -> JSONResponse:
+    """The router's own refusals (unknown route, wrong method, body over the limit, a body it
+    could not parse), as the errors errors.py maps their statuses to."""
     assert isinstance(exc, StarletteHTTPException)
-    status = exc.status_code
-    if status == 400:
-        # Unparseable bodies (bad JSON, bad UTF-8, absurd nesting) are validation errors too.
-        status = 422
-    code, title = _FRAMEWORK_CODES.get(status, ("http_error", "HTTP error"))
-    if status == 422:
-        code, title = "validation_error", "The request is not valid"
-    detail = exc.detail if isinstance(exc.detail, str) else title
+    error = for_http_status(exc.status_code)(exc.detail if isinstance(exc.detail, str) else None)
     headers = dict(exc.headers or {})
-    if status == 405:
+    if isinstance(error, MethodNotAllowed):
         headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
-    return problem_response(status, code, title, detail, headers)
+    return problem_response(error, headers)
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")  # what Allow may name
@@ -110,36 +114,9 @@ def _allowed_methods(request: Request) -> str:
     )
 
 
-async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    # The database did not answer in time: unreachable, or (SQLite) its write lock stayed
-    # taken past the busy timeout. Worth a retry, unlike a bug; nothing of it is shown.
-    log.warning("database unavailable: %s", type(exc).__name__)
-    return problem_response(
-        503,
-        "unavailable",
-        "The service is not available",
-        "The database is busy or unreachable; try again shortly.",
-        {"Retry-After": "1"},
-    )
-
-
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(CloudMFAError, _cloudmfa_error)
+    app.add_exception_handler(CloudMFAError, _known_error)
+    app.add_exception_handler(OperationalError, _known_error)
+    app.add_exception_handler(ConnectionError, _known_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(ConnectionError, _database_unavailable)
-
-
-async def answer_error(request: Request, exc: Exception) -> Response:
-    """The answer the app's exception handlers give for ``exc`` (looked up by its class
-    hierarchy, as Starlette does), for code in front of FastAPI's own exception middleware
-    (api/fast_path.py, api/ip_limit.py). What no handler takes is raised again, on to
-    EdgeMiddleware's last-resort 500, as from a route."""
-    handlers = request.app.exception_handlers
-    for cls in type(exc).__mro__:
-        handler = handlers.get(cls)
-        if handler is not None:
-            response: Response = await handler(request, exc)
-            return response
-    raise exc
+    app.add_exception_handler(StarletteHTTPException, _framework_error)

@@ -9,9 +9,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from cloudmfa.errors import NotFound, ValidationFailed
+from cloudmfa.config import ALL_FACTOR_TYPES
+from cloudmfa.errors import NotFound, ValidationFailed, error_classes, error_codes
+from cloudmfa.factors.base import StoredFactor
 from cloudmfa.flows.sessions import TokenSet
 
 
@@ -57,24 +59,65 @@ class TokenResponse(BaseModel):
         )
 
 
+def _documented_enum(values: tuple[str, ...]) -> WithJsonSchema:
+    """Shown as an enum in the OpenAPI document, not checked here: which factor types exist is
+    the factor registry's business (it answers 422 for a type it does not offer), and an
+    answer shows what is stored."""
+    return WithJsonSchema({"type": "string", "enum": list(values)})
+
+
+FactorType = Annotated[str, _documented_enum(ALL_FACTOR_TYPES)]
+# Recovery codes are not enrolled: they come with the first factor (POST /me/recovery-codes).
+EnrollableFactorType = Annotated[
+    CleanStr,
+    Field(min_length=1, max_length=16),
+    _documented_enum(tuple(t for t in ALL_FACTOR_TYPES if t != "recovery")),
+]
+FactorStatus = Annotated[str, _documented_enum(("pending", "active"))]
+
+
+class Factor(BaseModel):
+    """One of a user's second factors, as its owner and administrators see it: never a secret."""
+
+    id: str
+    type: FactorType
+    label: str | None
+    status: FactorStatus
+    created_at: datetime
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, factor: StoredFactor) -> Factor:
+        return cls(
+            id=factor.id,
+            type=factor.type,
+            label=factor.label,
+            status=factor.status,
+            created_at=factor.created_at,
+            last_used_at=factor.last_used_at,
+        )
+
+
 class Problem(BaseModel):
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
+    """RFC 9457 problem details, the body of every error (`application/problem+json`)."""
+
+    type: str = Field(examples=["urn:cloudmfa:problem:invalid_credentials"])
+    title: str = Field(examples=["Email or password is wrong"])
+    status: int = Field(examples=[401])
+    detail: str = Field(examples=["The email or the password is wrong."])
+    code: Annotated[str, Field(json_schema_extra={"enum": error_codes()})]
+
+
+def problem_description(status: int) -> str:
+    """What an error response of this status is, for the OpenAPI document."""
+    codes = sorted({cls.code for cls in error_classes() if cls.status == status})
+    return f"A problem (RFC 9457); its code is one of: {', '.join(codes) or 'internal_error'}"
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the problem+json answers a route can give."""
-    return {
-        status: {
-            "model": Problem,
-            "content": {"application/problem+json": {}},
-            "description": "A problem (RFC 9457)",
-        }
-        for status in statuses
-    }
+    """OpenAPI entries for the problems a route can answer with (api/openapi.py gives each its
+    Problem schema under application/problem+json)."""
+    return {status: {"description": problem_description(status)} for status in statuses}
 
 
 def parse_id(value: str) -> str:
