@@ -86,6 +86,11 @@ class Services:
             reader=reader,
             issuer=settings.issuer,
         )
+        throttle = AccountThrottle(
+            store,
+            max_failures=settings.login_max_failures,
+            window_s=settings.login_failure_window_s,
+        )
         return cls(
             settings=settings,
             clock=clock,
@@ -93,7 +98,7 @@ class Services:
             reader=reader,
             sign_ins=SignInStore(engine, reader),
             store=store,
-            attempts=LoginAttempts(store, ttl_s=settings.mfa_token_ttl_s),
+            attempts=LoginAttempts(store, throttle, ttl_s=settings.mfa_token_ttl_s),
             hashing=hashing,
             policy=PasswordPolicy(
                 min_length=settings.effective_password_min_length,
@@ -112,11 +117,7 @@ class Services:
                 settings.enabled_factors, settings, factor_deps, factories=factories
             ),
             outbox=outbox or ConsoleOutbox(),
-            throttle=AccountThrottle(
-                store,
-                max_failures=settings.login_max_failures,
-                window_s=settings.login_failure_window_s,
-            ),
+            throttle=throttle,
             ip_limiter=IpRateLimiter(
                 settings.ip_rate_limit,
                 redis_url=settings.redis_url,

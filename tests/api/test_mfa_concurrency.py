@@ -20,10 +20,11 @@ import pytest_asyncio
 
 import support
 from cloudmfa.clock import FrozenClock
-from cloudmfa.security.tokens import hash_opaque_token
 from cloudmfa.store import recovery_codes as code_repo
 from cloudmfa.store import sessions as session_repo
 from cloudmfa.store.audit import list_events
+from cloudmfa.store.ephemeral import Use
+from cloudmfa.store.login_attempts import _attempt_id, _lease_key
 from conftest import Api, start_api
 from conftest import test_settings as make_settings
 from support import MfaUser
@@ -203,7 +204,7 @@ async def test_a_verification_refused_while_another_holds_the_token_counts_and_s
     [token] = await mfa_tokens(api, user, 1)
     code = user.code(api)
     # Hold the token as a verification in flight does (white box: the lease's key).
-    lease = f"mfa_busy:{{{hash_opaque_token(token)}}}"
+    lease = _lease_key(_attempt_id(token))
     assert await api.svc.store.set_if_absent(lease, "1", 60)
 
     refused = [await verify(api, token, user.factor_id, code) for _ in range(6)]
@@ -226,7 +227,7 @@ async def test_a_sign_in_whose_token_was_spent_meanwhile_is_withdrawn(
     store = api.svc.store
     begin_use = store.begin_use
 
-    async def begin_then_lose_the_token(key: str, **kwargs: Any) -> tuple[str | None, int]:
+    async def begin_then_lose_the_token(key: str, **kwargs: Any) -> Use:
         held = await begin_use(key, **kwargs)
         await store.delete(key)  # spent by the other verification
         return held

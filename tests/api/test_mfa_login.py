@@ -17,10 +17,10 @@ import pyotp
 
 from cloudmfa.flows.maintenance import reencrypt_secrets
 from cloudmfa.security.secretbox import new_key
-from cloudmfa.security.tokens import hash_opaque_token
 from cloudmfa.store import recovery_codes as code_repo
 from cloudmfa.store.audit import list_events
 from cloudmfa.store.ephemeral import MemoryStore
+from cloudmfa.store.login_attempts import _attempt_id, _token_key
 from conftest import PASSWORD, Api, bearer
 from support import (
     MfaUser,
@@ -98,7 +98,7 @@ async def test_mfa_token_lives_five_minutes_in_the_store(api: Api) -> None:
     user = await mfa_user(api, "ttl")
     token = (await start(api, user))["mfa_token"]
 
-    remaining = await api.svc.store.ttl(f"mfa:{{{hash_opaque_token(token)}}}")
+    remaining = await api.svc.store.ttl(_token_key(_attempt_id(token)))
 
     assert 290 <= remaining <= 300, remaining
     if isinstance(api.svc.store, MemoryStore):  # the in-process store keeps the app's clock
@@ -295,7 +295,7 @@ async def test_the_mfa_token_keeps_no_seed_in_the_clear(api: Api) -> None:
     user = await mfa_user(api, "snapclear")
     token = (await start(api, user))["mfa_token"]
 
-    state = await api.svc.store.get(f"mfa:{{{hash_opaque_token(token)}}}")
+    state = await api.svc.store.get(_token_key(_attempt_id(token)))
 
     assert state is not None
     assert user.secret not in state

@@ -154,24 +154,23 @@ async def verify(
     proof: ProofInput,
     remember_device: bool,
 ) -> MfaVerified:
-    attempt, tries = await svc.attempts.begin_verification(mfa_token)
+    max_tries = svc.settings.mfa_max_attempts
+    held = await svc.attempts.begin_verification(mfa_token, max_tries=max_tries)
+    attempt, tries = held.record, held.tries
     try:
-        max_tries = svc.settings.mfa_max_attempts
         if tries > max_tries:
             await svc.attempts.end(attempt)
             raise MfaTokenExpired("Too many wrong codes; start again with the password.")
-        try:
-            await svc.throttle.reserve(attempt.email)
-        except RateLimited as exc:
-            await throttling.record_rate_limited(svc, info, attempt.user_id, exc)
-            raise
+        if held.refused is not None:
+            await throttling.record_rate_limited(svc, info, attempt.user_id, held.refused)
+            raise held.refused
         try:
             # On success this also spends the attempt and gives back the lease.
             return await _verify_and_open_session(
                 svc, info, attempt, factor_id, proof, remember_device
             )
         except InvalidCode:
-            await _attemptfailure(svc, info, attempt, factor_id)
+            await _record_failure(svc, info, attempt, factor_id)
             if tries >= max_tries:
                 await svc.attempts.end(attempt)
             raise
@@ -320,7 +319,7 @@ async def _withdraw(svc: Services, info: RequestInfo, completion: Completion) ->
         )
 
 
-async def _attemptfailure(
+async def _record_failure(
     svc: Services, info: RequestInfo, attempt: AttemptRecord, factor_id: str
 ) -> None:
     await record_separately(

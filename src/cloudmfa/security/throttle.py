@@ -18,7 +18,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import Redis
 
 from cloudmfa.errors import RateLimited
-from cloudmfa.store.ephemeral import EphemeralStore, reporting_unavailable
+from cloudmfa.store.ephemeral import EphemeralStore, Reservation, reporting_unavailable
 from cloudmfa.store.redis_url import (
     TIMEOUT_S,
     RedisClient,
@@ -27,11 +27,23 @@ from cloudmfa.store.redis_url import (
     parse_redis_url,
 )
 
+ACCOUNT_TAG_LENGTH = 32
+
+
+def account_tag(email: str) -> str:
+    """The account's mark in the store, from the normalised email (unknown addresses are
+    throttled exactly like real accounts, so a 429 reveals nothing about which exist). Its
+    login attempts' keys carry it too, so that one script can count an attempt's try and the
+    account's failure together (one Redis Cluster slot)."""
+    return hashlib.sha256(email.encode("utf-8")).hexdigest()[:ACCOUNT_TAG_LENGTH]
+
 
 def account_key(email: str) -> str:
-    # Keyed by the normalised email, so unknown addresses are throttled exactly like real
-    # accounts and a 429 reveals nothing about which exist.
-    return "acct_fail:" + hashlib.sha256(email.encode("utf-8")).hexdigest()
+    return account_key_of_tag(account_tag(email))
+
+
+def account_key_of_tag(tag: str) -> str:
+    return f"acct_fail:{{{tag}}}"
 
 
 class AccountThrottle:
@@ -46,10 +58,19 @@ class AccountThrottle:
         count = await self._store.incr(key, self.window_s)
         if count > self.max_failures:
             await self._store.decr_if_exists(key)  # a refused attempt is not a failure
-            raise RateLimited(
-                "Too many failed attempts for this account; try again later.",
-                retry_after=await self._store.ttl(key) or self.window_s,
-            )
+            raise self.refused(await self._store.ttl(key) or self.window_s)
+
+    def reservation(self, tag: str) -> Reservation:
+        """One attempt of the account with this tag, to take in the same step as other work
+        (``EphemeralStore.begin_use``); refused, it raises nothing: see ``refused``."""
+        return Reservation(account_key_of_tag(tag), self.window_s, self.max_failures)
+
+    @staticmethod
+    def refused(retry_after: int) -> RateLimited:
+        return RateLimited(
+            "Too many failed attempts for this account; try again later.",
+            retry_after=max(1, retry_after),
+        )
 
     async def release(self, email: str) -> None:
         """The reserved attempt succeeded (a correct password): it is not a failure."""

@@ -8,6 +8,7 @@ in both (INCR and its expiry in one server-side step), never read-modify-write.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from redis import exceptions as redis_errors
@@ -15,6 +16,26 @@ from redis.exceptions import ClusterDownError
 
 from cloudmfa.clock import Clock
 from cloudmfa.store.redis_url import RedisClient, connect_redis, parse_redis_url
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """One unit of a limited count, taken ahead of the work it limits (an account's failed
+    attempts): a count already at ``limit`` refuses it, untouched."""
+
+    key: str
+    ttl_s: int  # the count's window, started by its first unit
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    """What ``begin_use`` found and took."""
+
+    value: str | None  # None: the key does not exist
+    uses: int  # the count after this use; 0: the lease is held by another, nothing counted
+    reserved: bool  # the reservation's unit was taken
+    retry_after: int = 0  # the reservation was refused: seconds until its window ends
 
 
 class EphemeralStore(Protocol):
@@ -27,11 +48,19 @@ class EphemeralStore(Protocol):
         ...
 
     async def begin_use(
-        self, key: str, *, counter: str, lease: str, ttl_s: int, lease_s: int
-    ) -> tuple[str | None, int]:
+        self,
+        key: str,
+        *,
+        counter: str,
+        lease: str,
+        ttl_s: int,
+        lease_s: int,
+        max_uses: int | None = None,
+        reserve: Reservation | None = None,
+    ) -> Use:
         """Read ``key`` and, when it exists and nobody holds ``lease``, take the lease for
-        ``lease_s`` and add one to ``counter`` (as ``incr`` with ``ttl_s``), in one step.
-        Returns ``(None, 0)`` when the key is missing, ``(value, 0)`` when the lease is held."""
+        ``lease_s`` and add one to ``counter`` (as ``incr`` with ``ttl_s``); then, unless that
+        count is past ``max_uses``, take one unit of ``reserve``. All in one step."""
         ...
 
     async def pop_and_delete(self, key: str, *others: str) -> str | None:
@@ -100,14 +129,28 @@ class MemoryStore:
             return value
 
     async def begin_use(
-        self, key: str, *, counter: str, lease: str, ttl_s: int, lease_s: int
-    ) -> tuple[str | None, int]:
+        self,
+        key: str,
+        *,
+        counter: str,
+        lease: str,
+        ttl_s: int,
+        lease_s: int,
+        max_uses: int | None = None,
+        reserve: Reservation | None = None,
+    ) -> Use:
         value = self._live(key)
         if value is None:
-            return None, 0
+            return Use(None, 0, reserved=False)
         if not await self.set_if_absent(lease, "1", lease_s):
-            return value, 0
-        return value, await self.incr(counter, ttl_s)
+            return Use(value, 0, reserved=False)
+        uses = await self.incr(counter, ttl_s)
+        if reserve is None or (max_uses is not None and uses > max_uses):
+            return Use(value, uses, reserved=False)
+        if await self.incr(reserve.key, reserve.ttl_s) > reserve.limit:
+            await self.decr_if_exists(reserve.key)
+            return Use(value, uses, reserved=False, retry_after=await self.ttl(reserve.key))
+        return Use(value, uses, reserved=True)
 
     async def pop_and_delete(self, key: str, *others: str) -> str | None:
         value = await self.pop(key)
@@ -165,14 +208,24 @@ if value == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return value
 """
 
-# Its three keys share a hash tag (the caller's job), so this runs on a Redis Cluster too.
+# Its keys share a hash tag (the caller's job), so this runs on a Redis Cluster too. KEYS: the
+# key, its use counter, its lease[, the reservation's count]; ARGV: ttl, lease, max uses (0: no
+# maximum)[, the reservation's window and limit].
 _BEGIN_USE = """
 local value = redis.call('GET', KEYS[1])
-if not value then return {false, 0} end
-if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return {value, 0} end
-local count = redis.call('INCR', KEYS[2])
-if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
-return {value, count}
+if not value then return {false, 0, 0, 0} end
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then return {value, 0, 0, 0} end
+local uses = redis.call('INCR', KEYS[2])
+if uses == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+local max_uses = tonumber(ARGV[3])
+if #KEYS < 4 or (max_uses > 0 and uses > max_uses) then return {value, uses, 0, 0} end
+local count = redis.call('INCR', KEYS[4])
+if count == 1 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
+if count > tonumber(ARGV[5]) then
+  redis.call('DECR', KEYS[4])
+  return {value, uses, 0, redis.call('TTL', KEYS[4])}
+end
+return {value, uses, 1, 0}
 """
 
 _DECR_IF_EXISTS = """
@@ -229,12 +282,24 @@ class RedisStore:
             await self._decr_if_exists([self._k(key)])
 
     async def begin_use(
-        self, key: str, *, counter: str, lease: str, ttl_s: int, lease_s: int
-    ) -> tuple[str | None, int]:
+        self,
+        key: str,
+        *,
+        counter: str,
+        lease: str,
+        ttl_s: int,
+        lease_s: int,
+        max_uses: int | None = None,
+        reserve: Reservation | None = None,
+    ) -> Use:
         keys = [self._k(key), self._k(counter), self._k(lease)]
+        args: list[int] = [ttl_s, lease_s, max_uses or 0]
+        if reserve is not None:
+            keys.append(self._k(reserve.key))
+            args += [reserve.ttl_s, reserve.limit]
         with reporting_unavailable:
-            value, count = await self._begin_use(keys, [ttl_s, lease_s])
-        return value, int(count)
+            value, uses, reserved, retry_after = await self._begin_use(keys, args)
+        return Use(value, int(uses), reserved=bool(reserved), retry_after=max(0, int(retry_after)))
 
     async def pop_and_delete(self, key: str, *others: str) -> str | None:
         """GETDEL and the DELs leave in one pipeline, one round trip (per node on a Cluster,

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cloudmfa.errors import MfaTokenExpired
+from cloudmfa.errors import MfaTokenExpired, RateLimited
 from cloudmfa.factors.base import LoginAttempt, StoredFactor
+from cloudmfa.security.throttle import ACCOUNT_TAG_LENGTH, AccountThrottle, account_tag
 from cloudmfa.security.tokens import hash_opaque_token, new_opaque_token
 from cloudmfa.store.ephemeral import EphemeralStore
 
@@ -24,27 +25,42 @@ from cloudmfa.store.ephemeral import EphemeralStore
 VERIFICATION_LEASE_S = 10
 
 
-# Every key of an attempt carries the attempt's id in braces: on a Redis Cluster they share a
-# hash slot, so the one script that reads the token, takes the lease and counts the try may
-# touch all three, and spending the attempt clears the rest on the same node.
+# An attempt's id is "<account tag>:<hash of the mfa_token>", and every key of an attempt carries
+# the account's tag in braces, as the account's failure count does (security/throttle.py): on a
+# Redis Cluster they share a hash slot, so the one script that reads the attempt, takes its
+# lease, counts its try and reserves one of the account's attempts may touch all of them.
+def _tagged(attempt_id: str) -> str:
+    tag, _, token_hash = attempt_id.partition(":")
+    return f"{{{tag}}}:{token_hash}"
+
+
 def _token_key(attempt_id: str) -> str:
-    return f"mfa:{{{attempt_id}}}"
+    return f"mfa:{_tagged(attempt_id)}"
 
 
 def _tries_key(attempt_id: str) -> str:
-    return f"mfa_tries:{{{attempt_id}}}"
+    return f"mfa_tries:{_tagged(attempt_id)}"
 
 
 def _lease_key(attempt_id: str) -> str:
-    return f"mfa_busy:{{{attempt_id}}}"
+    return f"mfa_busy:{_tagged(attempt_id)}"
 
 
 def _sends_key(attempt_id: str) -> str:
-    return f"mfa_sends:{{{attempt_id}}}"
+    return f"mfa_sends:{_tagged(attempt_id)}"
 
 
 def _kept_key(attempt_id: str, factor_id: str) -> str:
-    return f"mfa_kept:{{{attempt_id}}}:{factor_id}"
+    return f"mfa_kept:{_tagged(attempt_id)}:{factor_id}"
+
+
+def _attempt_id(mfa_token: str) -> str:
+    """An mfa_token is "<account tag>.<random>": the id is the tag and the token's hash, so a
+    token with another account's tag names no attempt. Anything else names none either."""
+    tag, dot, _ = mfa_token.partition(".")
+    if not dot or len(tag) != ACCOUNT_TAG_LENGTH or not all(c in "0123456789abcdef" for c in tag):
+        raise expired()
+    return f"{tag}:{hash_opaque_token(mfa_token)}"
 
 
 def expired() -> MfaTokenExpired:
@@ -67,6 +83,13 @@ class AttemptRecord:
         return LoginAttempt(self.id, self.user_id, self.email, self.offered, kept)
 
 
+@dataclass(frozen=True, slots=True)
+class HeldAttempt:
+    record: AttemptRecord
+    tries: int  # which try at the attempt this is
+    refused: RateLimited | None  # the account is at its limit: no attempt of it was reserved
+
+
 def _record(attempt_id: str, raw: str) -> AttemptRecord:
     state = json.loads(raw)
     return AttemptRecord(
@@ -79,8 +102,9 @@ def _record(attempt_id: str, raw: str) -> AttemptRecord:
 
 
 class LoginAttempts:
-    def __init__(self, store: EphemeralStore, *, ttl_s: int) -> None:
+    def __init__(self, store: EphemeralStore, throttle: AccountThrottle, *, ttl_s: int) -> None:
         self._store = store
+        self._throttle = throttle
         self.ttl_s = ttl_s
 
     async def open(
@@ -92,7 +116,9 @@ class LoginAttempts:
         snapshots: list[StoredFactor],
     ) -> str:
         """A new attempt; returns its mfa_token."""
-        token, attempt_id = new_opaque_token()
+        secret, _ = new_opaque_token()
+        token = f"{account_tag(email)}.{secret}"
+        attempt_id = _attempt_id(token)
         state = {
             "uid": user_id,
             "email": email,
@@ -103,27 +129,34 @@ class LoginAttempts:
         return token
 
     async def load(self, mfa_token: str) -> AttemptRecord:
-        attempt_id = hash_opaque_token(mfa_token)
+        attempt_id = _attempt_id(mfa_token)
         raw = await self._store.get(_token_key(attempt_id))
         if raw is None:
             raise expired()
         return _record(attempt_id, raw)
 
-    async def begin_verification(self, mfa_token: str) -> tuple[AttemptRecord, int]:
-        """The attempt, held for this request alone, and which try at it this is."""
-        attempt_id = hash_opaque_token(mfa_token)
-        raw, tries = await self._store.begin_use(
+    async def begin_verification(self, mfa_token: str, *, max_tries: int) -> HeldAttempt:
+        """The attempt, held for this request alone (until ``complete`` or ``release``), and
+        which try at it this is; and, in the same step, one of the account's attempts reserved
+        (security/throttle.py), unless this try is past ``max_tries``."""
+        attempt_id = _attempt_id(mfa_token)
+        use = await self._store.begin_use(
             _token_key(attempt_id),
             counter=_tries_key(attempt_id),
             lease=_lease_key(attempt_id),
             ttl_s=self.ttl_s,
             lease_s=VERIFICATION_LEASE_S,
+            max_uses=max_tries,
+            reserve=self._throttle.reservation(attempt_id.partition(":")[0]),
         )
-        if raw is None:
+        if use.value is None:
             raise expired()
-        if tries == 0:
+        if use.uses == 0:
             raise MfaTokenExpired("This sign-in attempt is being completed by another request.")
-        return _record(attempt_id, raw), tries
+        refused = None
+        if use.uses <= max_tries and not use.reserved:
+            refused = self._throttle.refused(use.retry_after)
+        return HeldAttempt(_record(attempt_id, use.value), use.uses, refused)
 
     async def count_send(self, attempt_id: str) -> int:
         """One more message sent for this attempt; returns how many so far."""

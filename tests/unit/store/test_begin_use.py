@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from cloudmfa.clock import FrozenClock
-from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, RedisStore
+from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, RedisStore, Reservation
 from conftest import REDIS_URL, drop_redis_prefix
 
 
@@ -26,8 +27,11 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[EphemeralStore]
     await drop_redis_prefix(prefix)
 
 
-async def begin(store: EphemeralStore) -> tuple[str | None, int]:
-    return await store.begin_use("token", counter="tries", lease="lease", ttl_s=300, lease_s=10)
+async def begin(store: EphemeralStore, **extra: Any) -> tuple[str | None, int]:
+    use = await store.begin_use(
+        "token", counter="tries", lease="lease", ttl_s=300, lease_s=10, **extra
+    )
+    return use.value, use.uses
 
 
 async def test_a_missing_key_takes_no_lease_and_counts_nothing(store: EphemeralStore) -> None:
@@ -59,3 +63,53 @@ async def test_pop_and_delete_spends_the_key_and_clears_the_others(store: Epheme
     assert await store.pop_and_delete("token", "account", "lease") == "state"
     assert await store.exists_any("token", "account", "lease") is False
     assert await store.pop_and_delete("token", "account", "lease") is None
+
+
+async def test_reserves_a_unit_of_the_limited_count_in_the_same_step(
+    store: EphemeralStore,
+) -> None:
+    await store.set("token", "state", 300)
+    reserve = Reservation("account", ttl_s=900, limit=2)
+    for expected in (1, 2):
+        use = await store.begin_use(
+            "token", counter="tries", lease="lease", ttl_s=300, lease_s=10, reserve=reserve
+        )
+        assert (use.uses, use.reserved, use.retry_after) == (expected, True, 0)
+        assert await store.incr("account", 900) - 1 == expected  # and look
+        await store.decr_if_exists("account")
+        await store.delete("lease")
+
+    use = await store.begin_use(
+        "token", counter="tries", lease="lease", ttl_s=300, lease_s=10, reserve=reserve
+    )
+
+    assert (use.uses, use.reserved) == (3, False)
+    assert 0 < use.retry_after <= 900
+    assert await store.incr("account", 900) == 3  # the refusal left the count at its limit
+
+
+async def test_a_use_past_its_maximum_reserves_nothing(store: EphemeralStore) -> None:
+    await store.set("token", "state", 300)
+    reserve = Reservation("account", ttl_s=900, limit=10)
+    for _ in range(3):
+        use = await store.begin_use(
+            "token",
+            counter="tries",
+            lease="lease",
+            ttl_s=300,
+            lease_s=10,
+            max_uses=2,
+            reserve=reserve,
+        )
+        await store.delete("lease")
+    assert (use.uses, use.reserved, use.retry_after) == (3, False, 0)
+    assert await store.incr("account", 900) == 3  # two reserved, then this look
+
+
+async def test_a_held_lease_or_a_missing_key_reserves_nothing(store: EphemeralStore) -> None:
+    reserve = Reservation("account", ttl_s=900, limit=10)
+    assert await begin(store, reserve=reserve) == (None, 0)
+    await store.set("token", "state", 300)
+    await store.set("lease", "1", 10)
+    assert await begin(store, reserve=reserve) == ("state", 0)
+    assert await store.get("account") is None

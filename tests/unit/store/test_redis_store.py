@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
+from cloudmfa.security.throttle import account_key, account_tag
 from cloudmfa.store.ephemeral import RedisStore, RedisUnavailable
 from cloudmfa.store.login_attempts import (
     _kept_key,
@@ -91,7 +92,7 @@ async def test_scripts_are_loaded_again_when_the_server_forgot_them(store: Redis
     assert await store.incr("n", 60) == 2
     await store.set("token", "state", 60)
     began = await store.begin_use("token", counter="tries", lease="lease", ttl_s=60, lease_s=5)
-    assert began == ("state", 1)
+    assert (began.value, began.uses) == ("state", 1)
 
 
 async def test_a_command_error_is_not_reported_as_redis_being_down(store: RedisStore) -> None:
@@ -132,10 +133,12 @@ async def test_an_unreachable_redis_is_a_connection_error_naming_it() -> None:
 
 
 def test_an_mfa_tokens_keys_share_one_cluster_slot() -> None:
-    """begin_use's script touches the token, its tries and its lease, and spending the attempt
-    clears the rest: on a Redis Cluster all must hash to one slot, whatever the prefix (without
-    braces of its own)."""
-    token_hash = secrets.token_urlsafe(32)
-    keys = [f"cloudmfa:{make(token_hash)}" for make in (_token_key, _tries_key, _lease_key)]
-    keys += [f"cloudmfa:{_sends_key(token_hash)}", f"cloudmfa:{_kept_key(token_hash, 'f1')}"]
+    """begin_use's script touches the attempt, its tries, its lease and the account's failure
+    count, and spending the attempt clears the rest: on a Redis Cluster all must hash to one
+    slot, whatever the prefix (without braces of its own)."""
+    tag = account_tag("ada@example.com")
+    attempt_id = f"{tag}:{secrets.token_hex(32)}"
+    keys = [f"cloudmfa:{make(attempt_id)}" for make in (_token_key, _tries_key, _lease_key)]
+    keys += [f"cloudmfa:{_sends_key(attempt_id)}", f"cloudmfa:{_kept_key(attempt_id, 'f1')}"]
+    keys += [f"cloudmfa:{account_key('ada@example.com')}"]  # the account's failures too
     assert len({key_slot(key.encode()) for key in keys}) == 1
