@@ -28,7 +28,6 @@ from cloudmfa.store import sessions as session_repo
 from cloudmfa.store.db import create_engine, read_only
 from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, RedisStore, create_store
 from cloudmfa.store.login_attempts import LoginAttempts
-from cloudmfa.store.migrate import upgrade_to_head
 from cloudmfa.store.sign_in import SignInStore
 
 log = logging.getLogger("cloudmfa")
@@ -128,6 +127,10 @@ class Services:
 
     async def start(self, *, migrate: bool | None = None) -> None:
         if self.settings.auto_migrate if migrate is None else migrate:
+            # Imported here: Alembic costs every worker ~11 MiB, and `serve` migrates once
+            # before its workers start (they run with CLOUDMFA_AUTO_MIGRATE=false).
+            from cloudmfa.store.migrate import upgrade_to_head
+
             await upgrade_to_head(self.engine)
         await self.ensure_signing_key()
         await self.reload_keys()
