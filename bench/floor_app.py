@@ -2,8 +2,8 @@
 and cryptography written as one bare FastAPI endpoint, with none of the service around them.
 
 Per request, as the service's verify step does: the per-IP limit (the `limits` library through
-the service's Redis client), the three ephemeral-store calls of the step (take the mfa_token
-with its lease and count the try, reserve an account attempt, spend the token), one
+the service's Redis client), the two ephemeral-store calls of the step (take the mfa_token with
+its lease, count the try and reserve an account attempt in one script; spend the token), one
 data-modifying statement that claims the factor row and inserts a session, a refresh token and
 two audit events, an AES-GCM decryption of the seed (which the service keeps, encrypted, with
 the mfa_token, so no factor read), a TOTP check and an ES256 signature.
@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from bench.lean_app import open_pool
 from cloudmfa.security.throttle import IpRateLimiter
-from cloudmfa.store.ephemeral import RedisStore
+from cloudmfa.store.ephemeral import RedisStore, Reservation
 
 TABLES = """
 CREATE TABLE floor_factors (id int PRIMARY KEY, secret bytea NOT NULL, last_step bigint);
@@ -130,9 +130,12 @@ async def verify(body: VerifyRequest, request: Request) -> dict[str, Any]:
     await state.limiter.hit(request.client.host if request.client else "unknown")
     # No mfa_token is stored (that is the password step's work), so the first script finds
     # none and returns early: the round trips are the same, the server-side work a little less.
-    token, tries, lease = f"t:{body.id}", f"n:{body.id}", f"l:{body.id}"
-    await store.begin_use(token, counter=tries, lease=lease, ttl_s=300, lease_s=10)
-    await store.incr(f"a:{body.id}", 900)  # the account attempt
+    tag = f"{{{body.id}}}"  # one hash tag, as the service's attempt and account keys share
+    token, tries, lease = f"t:{tag}", f"n:{tag}", f"l:{tag}"
+    account = Reservation(f"a:{tag}", ttl_s=900, limit=10)
+    await store.begin_use(
+        token, counter=tries, lease=lease, ttl_s=300, lease_s=10, max_uses=5, reserve=account
+    )
     async with state.pool.acquire() as conn:
         seed = AESGCM(_KEY).decrypt(_NONCE, state.sealed_seed, None).decode()
         pyotp.TOTP(seed).verify(body.code, valid_window=1)
@@ -149,7 +152,7 @@ async def verify(body: VerifyRequest, request: Request) -> dict[str, Any]:
             secrets.token_hex(32),
             json.dumps(events),
         )
-    await store.pop_and_delete(token, f"a:{body.id}", lease)
+    await store.pop_and_delete(token, account.key, lease)
     access_token = jwt.encode(
         {"sub": str(body.id), "sid": session_id, "amr": ["pwd", "otp", "mfa"]},
         state.signing_key,
