@@ -65,7 +65,7 @@ async def main(calls: int) -> None:
         ip_rate_limit="1000000000/minute",
     )
     svc = Services.build(settings)
-    store = svc.store
+    store = svc.ephemeral
     await store.set("token", "x" * 400, 600)  # about an mfa_token's stored state
 
     async def get(_i: int) -> None:

@@ -40,7 +40,7 @@ class Services:
     engine: AsyncEngine
     reader: AsyncEngine  # the same pool, without transactions: for reads only
     sign_ins: SignInStore  # the second step of login, as one atomic write
-    store: EphemeralStore
+    ephemeral: EphemeralStore  # short-lived shared state: Redis, or in-process
     attempts: LoginAttempts  # what an mfa_token stands for
     hashing: PasswordHashing
     policy: PasswordPolicy
@@ -96,7 +96,7 @@ class Services:
             engine=engine,
             reader=reader,
             sign_ins=SignInStore(engine, reader),
-            store=store,
+            ephemeral=store,
             attempts=LoginAttempts(store, throttle, ttl_s=settings.mfa_token_ttl_s),
             hashing=hashing,
             policy=PasswordPolicy(
@@ -134,11 +134,11 @@ class Services:
             await upgrade_to_head(self.engine)
         await self.ensure_signing_key()
         await self.reload_keys()
-        if isinstance(self.store, MemoryStore):
+        if isinstance(self.ephemeral, MemoryStore):
             await self._restore_revocations()
 
     async def close(self) -> None:
-        await self.store.close()
+        await self.ephemeral.close()
         await self.engine.dispose()
 
     async def ensure_signing_key(self) -> None:
@@ -167,7 +167,7 @@ class Services:
         since = self.clock.now() - timedelta(seconds=self.settings.access_token_ttl_s + 60)
         async with self.reader.connect() as conn:
             for sid in await session_repo.recently_revoked(conn, since):
-                await self.store.set(revocation_key(sid), "1", self.revocation_ttl_s)
+                await self.ephemeral.set(revocation_key(sid), "1", self.revocation_ttl_s)
 
     @property
     def revocation_ttl_s(self) -> int:

@@ -68,7 +68,7 @@ async def api(backend: dict[str, Any]) -> AsyncIterator[Api]:
 
 async def pass_cooldown(api: Api, factor_id: str) -> None:
     """As if the resend cooldown had passed (a Redis TTL follows the real clock, not the test's)."""
-    await api.svc.store.delete(f"send_cooldown:{factor_id}")
+    await api.svc.ephemeral.delete(f"send_cooldown:{factor_id}")
 
 
 def outbox_of(api: Api) -> RecordingOutbox:

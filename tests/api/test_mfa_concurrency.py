@@ -205,14 +205,14 @@ async def test_a_verification_refused_while_another_holds_the_token_counts_and_s
     code = user.code(api)
     # Hold the token as a verification in flight does (white box: the lease's key).
     lease = _lease_key(_attempt_id(token))
-    assert await api.svc.store.set_if_absent(lease, "1", 60)
+    assert await api.svc.ephemeral.set_if_absent(lease, "1", 60)
 
     refused = [await verify(api, token, user.factor_id, code) for _ in range(6)]
 
     for r in refused:
         body = support.assert_problem(r, 401, "mfa_token_expired")
         assert "another request" in body["detail"]
-    await api.svc.store.delete(lease)
+    await api.svc.ephemeral.delete(lease)
     # Six refusals counted no tries (five kill a token) and did not spend the code's step.
     support.assert_authenticated(await verify(api, token, user.factor_id, code))
 
@@ -224,7 +224,7 @@ async def test_a_sign_in_whose_token_was_spent_meanwhile_is_withdrawn(
     session it wrote is revoked and nothing is handed out."""
     user = await mfa_user(api, "outlived")
     [token] = await mfa_tokens(api, user, 1)
-    store = api.svc.store
+    store = api.svc.ephemeral
     begin_use = store.begin_use
 
     async def begin_then_lose_the_token(key: str, **kwargs: Any) -> Use:

@@ -98,10 +98,10 @@ async def test_mfa_token_lives_five_minutes_in_the_store(api: Api) -> None:
     user = await mfa_user(api, "ttl")
     token = (await start(api, user))["mfa_token"]
 
-    remaining = await api.svc.store.ttl(_token_key(_attempt_id(token)))
+    remaining = await api.svc.ephemeral.ttl(_token_key(_attempt_id(token)))
 
     assert 290 <= remaining <= 300, remaining
-    if isinstance(api.svc.store, MemoryStore):  # the in-process store keeps the app's clock
+    if isinstance(api.svc.ephemeral, MemoryStore):  # the in-process store keeps the app's clock
         api.clock.advance(seconds=299)
         r = await api.client.post(
             "/api/v1/auth/challenge", json={"mfa_token": token, "factor_id": user.factor_id}
@@ -295,7 +295,7 @@ async def test_the_mfa_token_keeps_no_seed_in_the_clear(api: Api) -> None:
     user = await mfa_user(api, "snapclear")
     token = (await start(api, user))["mfa_token"]
 
-    state = await api.svc.store.get(_token_key(_attempt_id(token)))
+    state = await api.svc.ephemeral.get(_token_key(_attempt_id(token)))
 
     assert state is not None
     assert user.secret not in state

@@ -32,7 +32,7 @@ async def readyz(svc: ServicesDep) -> dict[str, str]:
         log.warning("readiness: database unavailable: %s", type(exc).__name__)
         raise Unavailable("The database does not answer.") from None
     try:
-        await svc.store.ping()
+        await svc.ephemeral.ping()
     except Exception as exc:
         log.warning("readiness: ephemeral store unavailable: %s", type(exc).__name__)
         raise Unavailable("Redis does not answer.") from None

@@ -119,7 +119,7 @@ async def enrol(
             )
         await record(conn, now, *events)
     if enrolment.keep is not None:
-        await svc.store.set(_kept_key(factor_id), json.dumps(enrolment.keep), ENROLMENT_KEPT_S)
+        await svc.ephemeral.set(_kept_key(factor_id), json.dumps(enrolment.keep), ENROLMENT_KEPT_S)
     return factor, enrolment
 
 
@@ -188,7 +188,7 @@ async def activate(
             events.append(_event(principal, info, "recovery_codes.generated", count=len(codes)))
         await record(conn, now, *events)
         activated = await factor_repo.get_factor(conn, factor_id, user_id)
-    await svc.store.delete(_kept_key(factor_id))
+    await svc.ephemeral.delete(_kept_key(factor_id))
     assert activated is not None
     return Activated(factor=activated, recovery_codes=codes)
 
@@ -200,7 +200,7 @@ async def _check_possession(
         raise InvalidCode(f"This factor takes {kind.proof.described_as}.")
     kept = None
     if kind.uses_challenge:
-        raw = await svc.store.get(_kept_key(factor.id))
+        raw = await svc.ephemeral.get(_kept_key(factor.id))
         kept = json.loads(raw) if raw is not None else None
     return await kind.activate(factor, proof, kept)
 

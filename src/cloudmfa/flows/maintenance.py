@@ -202,7 +202,7 @@ async def prune_if_due(svc: Services) -> PruneReport | None:
     no two prune at once. None when the lease was taken."""
     interval_s = svc.settings.prune_interval_s
     owner = f"{socket.gethostname()}:{os.getpid()}"
-    if not await svc.store.set_if_absent(PRUNE_LEASE_KEY, owner, interval_s):
+    if not await svc.ephemeral.set_if_absent(PRUNE_LEASE_KEY, owner, interval_s):
         return None
     deadline = time.monotonic() + interval_s * PRUNE_LEASE_USE
     report = await prune(svc.engine, retention_for(svc), svc.clock.now(), deadline=deadline)

@@ -135,10 +135,10 @@ async def start_cooldown(svc: Services, factor_id: str) -> None:
     if cooldown <= 0:
         return
     key = f"send_cooldown:{factor_id}"
-    if not await svc.store.set_if_absent(key, "1", cooldown):
+    if not await svc.ephemeral.set_if_absent(key, "1", cooldown):
         raise RateLimited(
             "A code was sent a moment ago; wait before asking for another.",
-            retry_after=await svc.store.ttl(key) or cooldown,
+            retry_after=await svc.ephemeral.ttl(key) or cooldown,
         )
 
 

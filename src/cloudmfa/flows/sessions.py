@@ -149,7 +149,7 @@ async def revoke_sessions(
     """
     revoked = await session_repo.revoke(conn, session_ids, now=svc.clock.now(), reason=reason)
     for sid in revoked:
-        await svc.store.set(revocation_key(sid), "1", svc.revocation_ttl_s)
+        await svc.ephemeral.set(revocation_key(sid), "1", svc.revocation_ttl_s)
     return revoked
 
 
@@ -168,4 +168,4 @@ async def revoke_all_for_user(
 
 
 async def is_revoked(svc: Services, session_id: str) -> bool:
-    return await svc.store.exists_any(revocation_key(session_id))
+    return await svc.ephemeral.exists_any(revocation_key(session_id))

@@ -14,7 +14,7 @@ async def record_rate_limited(
     """One `rate_limited` event per account (or address) and window, not one per refusal:
     an attacker hammering the door must not fill the audit table."""
     subject = user_id or info.ip or "unknown"
-    if not await svc.store.set_if_absent(f"rl_audit:{subject}", "1", exc.retry_after or 60):
+    if not await svc.ephemeral.set_if_absent(f"rl_audit:{subject}", "1", exc.retry_after or 60):
         return
     await record_separately(
         svc,
