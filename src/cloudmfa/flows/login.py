@@ -1,6 +1,6 @@
 """The login journey (API.md "Login"): password first, then, when the account has one, a
-second factor (``flows/mfa.py``). This module knows the order of the steps, not how any factor
-works: the factor registry says which factors the account offers."""
+second factor (``flows/second_factor.py``). This module knows the order of the steps, not how
+any factor works: the factor registry says which factors the account offers."""
 
 from __future__ import annotations
 
