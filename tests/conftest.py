@@ -10,6 +10,7 @@ import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,14 +70,15 @@ async def drop_redis_prefix(prefix: str) -> None:
         await redis.aclose()
 
 
-@pytest_asyncio.fixture(scope="module", params=["sqlite-memory", "postgres-redis"])
-async def backend(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[dict[str, Any]]:
-    """Settings overrides naming a fresh database (and Redis key space) for one module."""
-    if request.param == "sqlite-memory":
-        path = Path(tmp_path_factory.mktemp("db")) / "cloudmfa.db"
-        yield {"database_url": f"sqlite+aiosqlite:///{path}", "redis_url": None}
+@asynccontextmanager
+async def fresh_backend(kind: str, directory: Path) -> AsyncIterator[dict[str, Any]]:
+    """Settings overrides naming a fresh database (and Redis key space), dropped after:
+    `sqlite-memory` (a file in ``directory``, the in-process store) or `postgres-redis`."""
+    if kind == "sqlite-memory":
+        yield {
+            "database_url": f"sqlite+aiosqlite:///{directory / 'cloudmfa.db'}",
+            "redis_url": None,
+        }
         return
     db = PgDatabase()
     await db.create()
@@ -86,6 +88,15 @@ async def backend(
     finally:
         await drop_redis_prefix(prefix)
         await db.drop()
+
+
+@pytest_asyncio.fixture(scope="module", params=["sqlite-memory", "postgres-redis"])
+async def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[dict[str, Any]]:
+    """A fresh backend for one module."""
+    async with fresh_backend(request.param, Path(tmp_path_factory.mktemp("db"))) as values:
+        yield values
 
 
 @dataclass

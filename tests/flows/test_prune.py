@@ -34,17 +34,9 @@ from cloudmfa.store.models import (
     remembered_devices,
     sessions,
 )
-from conftest import (
-    PASSWORD,
-    REDIS_URL,
-    Api,
-    PgDatabase,
-    bearer,
-    drop_redis_prefix,
-    start_api,
-)
+from conftest import PASSWORD, Api, bearer, fresh_backend, start_api
 from conftest import test_settings as make_settings
-from support import MfaUser, mfa_user
+from support import mfa_sign_in, mfa_user
 
 # The grace after a session ends: an access token's lifetime (600 s by default) plus a minute.
 PAST_GRACE = timedelta(seconds=600 + 60 + 1)
@@ -53,22 +45,6 @@ PAST_GRACE = timedelta(seconds=600 + 60 + 1)
 @pytest.fixture(params=["sqlite-memory", "postgres-redis"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@asynccontextmanager
-async def fresh_backend(kind: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
-    """Settings overrides naming an empty database (and Redis key space) for one test."""
-    if kind == "sqlite-memory":
-        yield {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'prune.db'}", "redis_url": None}
-        return
-    db = PgDatabase()
-    await db.create()
-    prefix = f"cloudmfa-test-{secrets.token_hex(4)}:"
-    try:
-        yield {"database_url": db.url, "redis_url": REDIS_URL, "redis_key_prefix": prefix}
-    finally:
-        await drop_redis_prefix(prefix)
-        await db.drop()
 
 
 @asynccontextmanager
@@ -98,21 +74,6 @@ async def count(api: Api, table: Table) -> int:
 
 async def refresh(api: Api, refresh_token: str) -> dict[str, Any]:
     r = await api.client.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
-async def sign_in_remembered(api: Api, user: MfaUser) -> dict[str, Any]:
-    start = await api.login(user.email)
-    r = await api.client.post(
-        "/api/v1/auth/verify",
-        json={
-            "mfa_token": start["mfa_token"],
-            "factor_id": user.factor_id,
-            "code": user.next_code(api),
-            "remember_device": True,
-        },
-    )
     assert r.status_code == 200, r.text
     return dict(r.json())
 
@@ -211,9 +172,9 @@ async def test_the_pending_factor_limit_is_configurable(kind: str, tmp_path: Pat
 async def test_expired_remembered_devices_go_and_live_ones_stay(kind: str, tmp_path: Path) -> None:
     async with fresh_api(kind, tmp_path) as api:
         user = await mfa_user(api)
-        await sign_in_remembered(api, user)
+        await mfa_sign_in(api, user, remember=True)
         api.clock.advance(days=10)
-        await sign_in_remembered(api, user)
+        await mfa_sign_in(api, user, remember=True)
         first, second = sorted(
             await column(api, remembered_devices, "expires_at"), key=lambda at: at
         )

@@ -104,6 +104,8 @@ async def enrol(
     )
     if enrolment.send is not None:
         await start_cooldown(svc, factor_id)  # API.md: this send starts the resend cooldown
+    if enrolment.keep is not None:  # before anything is sent: a code must be checkable
+        await svc.ephemeral.set(_kept_key(factor_id), json.dumps(enrolment.keep), ENROLMENT_KEPT_S)
     events = [
         _event(principal, info, "factor.enrolled", factor_id=factor_id, factor_type=factor_type)
     ]
@@ -118,8 +120,6 @@ async def enrol(
                 _event(principal, info, "mfa.challenge_sent", factor_id=factor_id, channel=channel)
             )
         await record(conn, now, *events)
-    if enrolment.keep is not None:
-        await svc.ephemeral.set(_kept_key(factor_id), json.dumps(enrolment.keep), ENROLMENT_KEPT_S)
     return factor, enrolment
 
 

@@ -92,10 +92,24 @@ async def challenge(
         raise InvalidCode(GONE)
     result = await kind.challenge(factor, attempt.as_seen_by_factor())
     if isinstance(result.outcome, SendMessage):
-        await _send(svc, info, attempt, factor, result.outcome)
+        await _within_send_limits(svc, attempt, factor)
+    # Kept before anything is sent: a code reaches the user only once it can be checked.
     if result.keep is not None:
         await svc.attempts.keep(attempt.id, factor_id, result.keep)
+    if isinstance(result.outcome, SendMessage):
+        await _send(svc, info, attempt, factor, result.outcome)
     return result.outcome
+
+
+async def _within_send_limits(svc: Services, attempt: AttemptRecord, factor: StoredFactor) -> None:
+    """API.md "Throttling": one message per factor per cooldown, a few per attempt. A request
+    refused by the cooldown does not use up the attempt's sends."""
+    await start_cooldown(svc, factor.id)
+    if await svc.attempts.count_send(attempt.id) > svc.settings.mfa_max_sends:
+        raise RateLimited(
+            "No more codes can be sent for this sign-in; start again with the password.",
+            retry_after=svc.attempts.ttl_s,
+        )
 
 
 async def _send(
@@ -105,15 +119,8 @@ async def _send(
     factor: StoredFactor,
     send: SendMessage,
 ) -> None:
-    """Hand a factor's message to delivery, within the limits of API.md "Throttling": one per
-    factor per cooldown, a few per attempt. Asking for a code never resets the failure count."""
-    sends = await svc.attempts.count_send(attempt.id)
-    if sends > svc.settings.mfa_max_sends:
-        raise RateLimited(
-            "No more codes can be sent for this sign-in; start again with the password.",
-            retry_after=svc.attempts.ttl_s,
-        )
-    await start_cooldown(svc, factor.id)
+    """Hand a factor's message to delivery, in the transaction that records it. Asking for a
+    code never resets the account's failure count."""
     async with svc.engine.begin() as conn:
         await svc.outbox.submit(conn, send.message)
         await record(
