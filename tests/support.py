@@ -102,19 +102,23 @@ async def add_totp(api: Api, user_id: str, email: str, headers: dict[str, str]) 
     return MfaUser(user_id, email, factor["id"], factor["secret"], r.json()["recovery_codes"])
 
 
+async def verify(
+    api: Api, mfa_token: str, factor_id: str, code: str, **extra: Any
+) -> httpx.Response:
+    """POST /auth/verify with a code (and any other field, such as `remember_device`)."""
+    return await api.client.post(
+        "/api/v1/auth/verify",
+        json={"mfa_token": mfa_token, "factor_id": factor_id, "code": code, **extra},
+    )
+
+
 async def mfa_sign_in(api: Api, user: MfaUser, *, remember: bool = False) -> dict[str, Any]:
     """Password, then the TOTP code of the next time step: a session that verified a second
     factor. With `remember`, the answer also carries a device token."""
     start = await api.login(user.email)
     assert start["status"] == "mfa_required", start
-    r = await api.client.post(
-        "/api/v1/auth/verify",
-        json={
-            "mfa_token": start["mfa_token"],
-            "factor_id": user.factor_id,
-            "code": user.next_code(api),
-            "remember_device": remember,
-        },
+    r = await verify(
+        api, start["mfa_token"], user.factor_id, user.next_code(api), remember_device=remember
     )
     return assert_authenticated(r)
 

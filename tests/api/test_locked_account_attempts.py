@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from sqlalchemy import func, select
 
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.models import factors, recovery_codes, remembered_devices, sessions
 from conftest import Api, bearer
-from support import MfaUser, assert_authenticated, assert_problem, mfa_user
+from support import MfaUser, assert_authenticated, assert_problem, mfa_user, verify
 
 
 async def admin_headers(api: Api) -> dict[str, str]:
@@ -23,15 +22,6 @@ async def admin_headers(api: Api) -> dict[str, str]:
     login = await api.login(admin.email)
     r = await verify(api, login["mfa_token"], admin.factor_id, admin.next_code(api))
     return bearer(assert_authenticated(r)["access_token"])
-
-
-async def verify(
-    api: Api, mfa_token: str, factor_id: str, code: str, **extra: Any
-) -> httpx.Response:
-    return await api.client.post(
-        "/api/v1/auth/verify",
-        json={"mfa_token": mfa_token, "factor_id": factor_id, "code": code, **extra},
-    )
 
 
 async def counts(api: Api, user: MfaUser) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import json
 import re
 from typing import Any
 
-import httpx
 import pyotp
 
 from cloudmfa.flows.maintenance import reencrypt_secrets
@@ -28,6 +27,7 @@ from support import (
     assert_problem,
     claims,
     mfa_user,
+    verify,
 )
 
 RECOVERY_CODE = re.compile(r"^[A-Z0-9]{4}(-[A-Z0-9]{4}){4}$")
@@ -37,15 +37,6 @@ async def start(api: Api, user: MfaUser) -> dict[str, Any]:
     body = await api.login(user.email)
     assert body["status"] == "mfa_required", body
     return body
-
-
-async def verify(
-    api: Api, mfa_token: str, factor_id: str, code: str, **extra: Any
-) -> httpx.Response:
-    return await api.client.post(
-        "/api/v1/auth/verify",
-        json={"mfa_token": mfa_token, "factor_id": factor_id, "code": code, **extra},
-    )
 
 
 async def sign_in_with_totp(api: Api, user: MfaUser) -> dict[str, Any]:
