@@ -17,9 +17,15 @@ DEFAULT_DATA_DIR = "./var"
 SQLITE_FILE_NAME = "cloudmfa.db"
 # Every factor type API.md names; CLOUDMFA_ENABLED_FACTORS may list only these.
 ALL_FACTOR_TYPES = ("totp", "webauthn", "sms", "email", "recovery")
-# What this release builds (factors/registry.py FACTORIES; a test keeps the two equal). A type
-# that is enabled but not built stops the service at start with a message saying so.
-BUILT_FACTOR_TYPES = ("totp", "recovery")
+
+
+def built_factor_types() -> tuple[str, ...]:
+    """What this release builds, the default of CLOUDMFA_ENABLED_FACTORS: the registry's own
+    list, so that a new type is one line there. A type enabled but not built stops the service
+    at start with a message saying so."""
+    from cloudmfa.factors.registry import FACTORIES  # late: the registry imports this module
+
+    return tuple(FACTORIES)
 
 
 def sqlite_url_in(data_dir: str) -> str:
@@ -55,7 +61,9 @@ class Settings(BaseSettings):
     # Accounts and passwords
     signup_enabled: bool = True
     mfa_policy: MfaPolicy = MfaPolicy.REQUIRED
-    enabled_factors: Annotated[tuple[str, ...], NoDecode] = BUILT_FACTOR_TYPES
+    enabled_factors: Annotated[tuple[str, ...], NoDecode] = Field(
+        default_factory=built_factor_types
+    )
     mfa_grace_days: int = Field(default=0, ge=0)
     password_min_length: int | None = Field(default=None, ge=8, le=128)
     password_max_length: int = Field(default=128, ge=16, le=1024)
