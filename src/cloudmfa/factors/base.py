@@ -105,9 +105,8 @@ class StoredFactor:
             status=snapshot["status"],
             secret=base64.b64decode(secret) if secret is not None else None,
             data=dict(snapshot["data"]),
-            lookup_key=snapshot.get("lookup_key"),
-            # "last_used_step": in attempts made before the column was renamed
-            counter=snapshot.get("counter", snapshot.get("last_used_step")),
+            lookup_key=snapshot["lookup_key"],
+            counter=snapshot["counter"],
             created_at=datetime.fromisoformat(snapshot["created_at"]),
             activated_at=_from_iso(snapshot["activated_at"]),
             last_used_at=_from_iso(snapshot["last_used_at"]),

@@ -97,7 +97,7 @@ def _record(attempt_id: str, raw: str) -> AttemptRecord:
         state["uid"],
         state["email"],
         dict(state["factors"]),
-        dict(state.get("snapshots", {})),
+        dict(state["snapshots"]),
     )
 
 
