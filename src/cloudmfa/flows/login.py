@@ -51,19 +51,23 @@ async def login_with_password(
         await throttling.record_rate_limited(svc, info, known.id if known else None, exc)
         raise
     user = await _check_password(svc, info, email, password)
-    # A correct password is not a failure, but it does not clear earlier ones either:
-    # only a completed sign-in does (API.md "Throttling").
-    await svc.throttle.release(email)
-
-    async with svc.reader.connect() as conn:
-        offer = await svc.factor_types.second_step(conn, user.id)
-    if offer.factors:
-        if device_token and await _remembered(svc, user.id, device_token):
-            result = await _open(svc, info, user, REMEMBERED_DEVICE_AMR, active_factors=1)
-            await svc.throttle.reset(email)
-            return result
-        return await second_factor.begin(svc, user_id=user.id, email=email, offer=offer)
-    result = await _open(svc, info, user, ["pwd"], active_factors=0)
+    # A correct password is not a failure, but it does not clear earlier ones either: only a
+    # completed sign-in does (API.md "Throttling"). The attempt reserved above is given back
+    # when the second step's attempt opens (one round trip), or cleared with the rest when the
+    # sign-in completes here.
+    try:
+        async with svc.reader.connect() as conn:
+            offer = await svc.factor_types.second_step(conn, user.id)
+        if offer.factors:
+            if device_token and await _remembered(svc, user.id, device_token):
+                result = await _open(svc, info, user, REMEMBERED_DEVICE_AMR, active_factors=1)
+                await svc.throttle.reset(email)
+                return result
+            return await second_factor.begin(svc, user_id=user.id, email=email, offer=offer)
+        result = await _open(svc, info, user, ["pwd"], active_factors=0)
+    except BaseException:
+        await svc.throttle.release(email)  # the password was right all the same
+        raise
     await svc.throttle.reset(email)
     return result
 

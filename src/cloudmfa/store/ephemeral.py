@@ -67,6 +67,11 @@ class EphemeralStore(Protocol):
         """``pop(key)`` and delete ``others`` in one step."""
         ...
 
+    async def set_and_release(self, key: str, value: str, ttl_s: int, *, counter: str) -> None:
+        """``set`` and ``decr_if_exists(counter)`` in one step (``counter`` shares ``key``'s
+        hash tag)."""
+        ...
+
     async def ttl(self, key: str) -> int:
         """Seconds until ``key`` expires; 0 when it does not exist."""
         ...
@@ -157,6 +162,10 @@ class MemoryStore:
         await self.delete(*others)
         return value
 
+    async def set_and_release(self, key: str, value: str, ttl_s: int, *, counter: str) -> None:
+        await self.set(key, value, ttl_s)
+        await self.decr_if_exists(counter)
+
     async def decr_if_exists(self, key: str) -> None:
         async with self._lock:
             current = self._live(key)
@@ -228,6 +237,12 @@ end
 return {value, uses, 1, 0}
 """
 
+_SET_AND_RELEASE = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('DECR', KEYS[2]) end
+return true
+"""
+
 _DECR_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
 return false
@@ -264,6 +279,7 @@ class RedisStore:
         self._incr = self._redis.register_script(_INCR_WITH_TTL)
         self._begin_use = self._redis.register_script(_BEGIN_USE)
         self._decr_if_exists = self._redis.register_script(_DECR_IF_EXISTS)
+        self._set_and_release = self._redis.register_script(_SET_AND_RELEASE)
 
     @property
     def redis(self) -> RedisClient:
@@ -300,6 +316,10 @@ class RedisStore:
         with reporting_unavailable:
             value, uses, reserved, retry_after = await self._begin_use(keys, args)
         return Use(value, int(uses), reserved=bool(reserved), retry_after=max(0, int(retry_after)))
+
+    async def set_and_release(self, key: str, value: str, ttl_s: int, *, counter: str) -> None:
+        with reporting_unavailable:
+            await self._set_and_release([self._k(key), self._k(counter)], [value, ttl_s])
 
     async def pop_and_delete(self, key: str, *others: str) -> str | None:
         """GETDEL and the DELs leave in one pipeline, one round trip (per node on a Cluster,

@@ -16,7 +16,12 @@ from typing import Any
 
 from cloudmfa.errors import MfaTokenExpired, RateLimited
 from cloudmfa.factors.base import LoginAttempt, StoredFactor
-from cloudmfa.security.throttle import ACCOUNT_TAG_LENGTH, AccountThrottle, account_tag
+from cloudmfa.security.throttle import (
+    ACCOUNT_TAG_LENGTH,
+    AccountThrottle,
+    account_key,
+    account_tag,
+)
 from cloudmfa.security.tokens import hash_opaque_token, new_opaque_token
 from cloudmfa.store.ephemeral import EphemeralStore
 
@@ -115,7 +120,7 @@ class LoginAttempts:
         offered: Mapping[str, str],
         snapshots: list[StoredFactor],
     ) -> str:
-        """A new attempt; returns its mfa_token."""
+        """A new attempt, for a password just found right; returns its mfa_token."""
         secret, _ = new_opaque_token()
         token = f"{account_tag(email)}.{secret}"
         attempt_id = _attempt_id(token)
@@ -125,7 +130,11 @@ class LoginAttempts:
             "factors": dict(offered),
             "snapshots": {f.id: f.snapshot() for f in snapshots},
         }
-        await self._store.set(_token_key(attempt_id), json.dumps(state), self.ttl_s)
+        # The password step's reserved attempt of the account is given back in the same step:
+        # a correct password is not a failure (but clears none: only a completed sign-in does).
+        await self._store.set_and_release(
+            _token_key(attempt_id), json.dumps(state), self.ttl_s, counter=account_key(email)
+        )
         return token
 
     async def load(self, mfa_token: str) -> AttemptRecord:

@@ -113,3 +113,16 @@ async def test_a_held_lease_or_a_missing_key_reserves_nothing(store: EphemeralSt
     await store.set("lease", "1", 10)
     assert await begin(store, reserve=reserve) == ("state", 0)
     assert await store.get("account") is None
+
+
+async def test_set_and_release_sets_and_gives_back_one_unit(store: EphemeralStore) -> None:
+    await store.incr("account", 900)
+    await store.incr("account", 900)
+
+    await store.set_and_release("attempt", "state", 300, counter="account")
+
+    assert await store.get("attempt") == "state"
+    assert 0 < await store.ttl("attempt") <= 300
+    assert await store.incr("account", 900) == 2  # 2 - 1, then this look
+    await store.set_and_release("other", "x", 300, counter="missing")
+    assert await store.get("missing") is None  # no counter is created
