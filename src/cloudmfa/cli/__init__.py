@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloudmfa",
         description="Multi-factor authentication service. Configuration comes from CLOUDMFA_* "
-        "environment variables and a .env file (see the README).",
+        "environment variables and a .env file (docs/operations.md lists them).",
     )
     parser.add_argument("--version", action="version", version=f"cloudmfa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
