@@ -95,7 +95,7 @@ class Services:
             clock=clock,
             engine=engine,
             reader=reader,
-            sign_ins=SignInStore(engine, reader),
+            sign_ins=SignInStore(engine),
             ephemeral=store,
             attempts=LoginAttempts(store, throttle, ttl_s=settings.mfa_token_ttl_s),
             hashing=hashing,

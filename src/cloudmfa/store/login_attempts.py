@@ -16,12 +16,7 @@ from typing import Any
 
 from cloudmfa.errors import MfaTokenExpired, RateLimited
 from cloudmfa.factors.base import LoginAttempt, StoredFactor
-from cloudmfa.security.throttle import (
-    ACCOUNT_TAG_LENGTH,
-    AccountThrottle,
-    account_key,
-    account_tag,
-)
+from cloudmfa.security.throttle import ACCOUNT_TAG_LENGTH, AccountThrottle, account_tag
 from cloudmfa.security.tokens import hash_opaque_token, new_opaque_token
 from cloudmfa.store.ephemeral import EphemeralStore
 
@@ -74,7 +69,7 @@ def expired() -> MfaTokenExpired:
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    id: str  # the hash of the mfa_token: the token itself is never stored
+    id: str  # the account's tag and the mfa_token's hash: the token itself is never stored
     user_id: str
     email: str
     offered: dict[str, str]  # factor id → type
@@ -133,7 +128,10 @@ class LoginAttempts:
         # The password step's reserved attempt of the account is given back in the same step:
         # a correct password is not a failure (but clears none: only a completed sign-in does).
         await self._store.set_and_release(
-            _token_key(attempt_id), json.dumps(state), self.ttl_s, counter=account_key(email)
+            _token_key(attempt_id),
+            json.dumps(state),
+            self.ttl_s,
+            counter=self._throttle.key_for(email),
         )
         return token
 

@@ -91,10 +91,10 @@ class Completion:
 
 
 class SignInStore:
-    def __init__(self, engine: AsyncEngine, reader: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._reader = reader
-        self._one_statement = engine.dialect.name == "postgresql"
+        dialect = engine.dialect
+        self._one_statement = dialect.name == "postgresql" and dialect.driver == "asyncpg"
 
     async def complete(self, completion: Completion) -> bool:
         """Write the whole completion atomically; False, and nothing written, when the claim
