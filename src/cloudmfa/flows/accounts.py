@@ -10,9 +10,9 @@ from cloudmfa.errors import EmailTaken, Forbidden, InvalidCredentials, RateLimit
 from cloudmfa.flows import throttling
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.deps import Accounts
 from cloudmfa.flows.principal import Principal, require_recent_authentication
 from cloudmfa.flows.sessions import revoke_all_for_user
-from cloudmfa.services import Services
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import AuditEvent, record
@@ -20,7 +20,7 @@ from cloudmfa.store.users import DuplicateEmail, User
 
 
 async def sign_up(
-    svc: Services, info: RequestInfo, *, email: str, password: str, display_name: str | None
+    svc: Accounts, info: RequestInfo, *, email: str, password: str, display_name: str | None
 ) -> User:
     if not svc.settings.signup_enabled:
         raise Forbidden("Self sign-up is switched off on this service.")
@@ -30,7 +30,7 @@ async def sign_up(
 
 
 async def _create_account(
-    svc: Services,
+    svc: Accounts,
     info: RequestInfo,
     *,
     email: str,
@@ -72,7 +72,7 @@ class AdminResult:
     created: bool
 
 
-async def create_admin(svc: Services, *, email: str, password: str) -> AdminResult:
+async def create_admin(svc: Accounts, *, email: str, password: str) -> AdminResult:
     """Create an account with the admin role, or add the role to an existing account."""
     email = normalise_email(email)
     async with svc.engine.begin() as conn:
@@ -98,7 +98,7 @@ async def create_admin(svc: Services, *, email: str, password: str) -> AdminResu
 
 
 async def change_password(
-    svc: Services,
+    svc: Accounts,
     principal: Principal,
     info: RequestInfo,
     *,

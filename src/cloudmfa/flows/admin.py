@@ -9,9 +9,9 @@ from typing import Any
 from cloudmfa.errors import Forbidden, NotFound
 from cloudmfa.factors.base import StoredFactor
 from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.deps import Principals
 from cloudmfa.flows.principal import Principal, require_recent_authentication
 from cloudmfa.flows.sessions import revoke_all_for_user
-from cloudmfa.services import Services
 from cloudmfa.store import audit as audit_repo
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import factors as factor_repo
@@ -22,13 +22,13 @@ from cloudmfa.store.users import User
 
 
 async def search_users(
-    svc: Services, *, query: str | None, after_email: str | None, limit: int
+    svc: Principals, *, query: str | None, after_email: str | None, limit: int
 ) -> list[User]:
     async with svc.reader.connect() as conn:
         return await user_repo.search(conn, query=query, after_email=after_email, limit=limit)
 
 
-async def get_user(svc: Services, user_id: str) -> tuple[User, list[StoredFactor]]:
+async def get_user(svc: Principals, user_id: str) -> tuple[User, list[StoredFactor]]:
     async with svc.reader.connect() as conn:
         user = await user_repo.get_by_id(conn, user_id)
         if user is None:
@@ -37,7 +37,7 @@ async def get_user(svc: Services, user_id: str) -> tuple[User, list[StoredFactor
 
 
 async def set_locked(
-    svc: Services, admin: Principal, info: RequestInfo, user_id: str, *, locked: bool
+    svc: Principals, admin: Principal, info: RequestInfo, user_id: str, *, locked: bool
 ) -> None:
     await require_recent_authentication(svc, admin)
     if locked and user_id == admin.user.id:
@@ -68,7 +68,7 @@ async def set_locked(
         )
 
 
-async def reset_mfa(svc: Services, admin: Principal, info: RequestInfo, user_id: str) -> None:
+async def reset_mfa(svc: Principals, admin: Principal, info: RequestInfo, user_id: str) -> None:
     """The administrator's MFA reset: every factor, recovery code, remembered device and
     session of the user goes."""
     await require_recent_authentication(svc, admin)
@@ -95,7 +95,7 @@ async def reset_mfa(svc: Services, admin: Principal, info: RequestInfo, user_id:
 
 
 async def list_audit(
-    svc: Services,
+    svc: Principals,
     *,
     user_id: str | None,
     type_: str | None,

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from cloudmfa.errors import NotFound
 from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.deps import Database
 from cloudmfa.flows.principal import Principal
-from cloudmfa.services import Services
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store.audit import record
 from cloudmfa.store.devices import RememberedDevice
 
 
-async def list_devices(svc: Services, principal: Principal) -> list[RememberedDevice]:
+async def list_devices(svc: Database, principal: Principal) -> list[RememberedDevice]:
     async with svc.reader.connect() as conn:
         return await device_repo.list_devices(conn, principal.user.id, svc.clock.now())
 
 
 async def forget_device(
-    svc: Services, principal: Principal, info: RequestInfo, device_id: str
+    svc: Database, principal: Principal, info: RequestInfo, device_id: str
 ) -> None:
     async with svc.engine.begin() as conn:
         if not await device_repo.delete_device(conn, device_id, principal.user.id):

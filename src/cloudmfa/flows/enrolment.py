@@ -30,13 +30,13 @@ from cloudmfa.factors.base import (
     UserRef,
 )
 from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.deps import Enrolling
 from cloudmfa.flows.principal import (
     Principal,
     require_recent_authentication,
     require_recent_sign_in,
 )
 from cloudmfa.flows.second_factor import start_cooldown
-from cloudmfa.services import Services
 from cloudmfa.store import claims
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import factors as factor_repo
@@ -58,13 +58,13 @@ def _kept_key(factor_id: str) -> str:
     return f"enrolment_kept:{factor_id}"
 
 
-async def list_factors(svc: Services, principal: Principal) -> list[StoredFactor]:
+async def list_factors(svc: Enrolling, principal: Principal) -> list[StoredFactor]:
     async with svc.reader.connect() as conn:
         return await factor_repo.list_factors(conn, principal.user.id)
 
 
 async def enrol(
-    svc: Services,
+    svc: Enrolling,
     principal: Principal,
     info: RequestInfo,
     factor_type: str,
@@ -146,7 +146,7 @@ class Activated:
 
 
 async def activate(
-    svc: Services, principal: Principal, info: RequestInfo, factor_id: str, proof: ProofInput
+    svc: Enrolling, principal: Principal, info: RequestInfo, factor_id: str, proof: ProofInput
 ) -> Activated:
     if principal.active_factor_count > 0:
         # Adding a factor while one is active needs step-up, also for one enrolled earlier
@@ -194,7 +194,7 @@ async def activate(
 
 
 async def _check_possession(
-    svc: Services, kind: FactorType, factor: StoredFactor, proof: ProofInput
+    svc: Enrolling, kind: FactorType, factor: StoredFactor, proof: ProofInput
 ) -> Activation:
     if not isinstance(proof, kind.proof):
         raise InvalidCode(f"This factor takes {kind.proof.described_as}.")
@@ -223,7 +223,7 @@ async def _flip_to_active(
         raise ValidationFailed("This factor is already active.")
 
 
-async def remove(svc: Services, principal: Principal, info: RequestInfo, factor_id: str) -> None:
+async def remove(svc: Enrolling, principal: Principal, info: RequestInfo, factor_id: str) -> None:
     await require_recent_authentication(svc, principal)
     user_id = principal.user.id
     now = svc.clock.now()
@@ -251,7 +251,7 @@ async def remove(svc: Services, principal: Principal, info: RequestInfo, factor_
 
 
 async def regenerate_recovery_codes(
-    svc: Services, principal: Principal, info: RequestInfo
+    svc: Enrolling, principal: Principal, info: RequestInfo
 ) -> list[str]:
     await require_recent_authentication(svc, principal)
     backup = svc.factor_types.backup

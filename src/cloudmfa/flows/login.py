@@ -13,10 +13,10 @@ from cloudmfa.errors import AccountLocked, InvalidCredentials, RateLimited
 from cloudmfa.flows import second_factor, throttling
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.deps import SecondFactors
 from cloudmfa.flows.principal import enrollment_deadline, must_enroll
 from cloudmfa.flows.sessions import TokenSet, open_session
 from cloudmfa.security.tokens import hash_opaque_token
-from cloudmfa.services import Services
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import record
@@ -35,7 +35,7 @@ class Authenticated:
 
 
 async def login_with_password(
-    svc: Services,
+    svc: SecondFactors,
     info: RequestInfo,
     email: str,
     password: str,
@@ -72,7 +72,7 @@ async def login_with_password(
     return result
 
 
-async def _check_password(svc: Services, info: RequestInfo, email: str, password: str) -> User:
+async def _check_password(svc: SecondFactors, info: RequestInfo, email: str, password: str) -> User:
     async with svc.reader.connect() as conn:
         user = await user_repo.get_by_email(conn, email)
     if user is None:
@@ -94,7 +94,7 @@ async def _check_password(svc: Services, info: RequestInfo, email: str, password
     return user
 
 
-async def _remembered(svc: Services, user_id: str, device_token: str) -> bool:
+async def _remembered(svc: SecondFactors, user_id: str, device_token: str) -> bool:
     if svc.settings.remember_device_days <= 0:
         return False
     async with svc.engine.begin() as conn:
@@ -105,7 +105,7 @@ async def _remembered(svc: Services, user_id: str, device_token: str) -> bool:
 
 
 async def _open(
-    svc: Services, info: RequestInfo, user: User, amr: list[str], *, active_factors: int
+    svc: SecondFactors, info: RequestInfo, user: User, amr: list[str], *, active_factors: int
 ) -> Authenticated:
     now = svc.clock.now()
     async with svc.engine.begin() as conn:
@@ -132,7 +132,7 @@ async def _open(
 
 
 async def _record_failure(
-    svc: Services, info: RequestInfo, user_id: str | None, reason: str
+    svc: SecondFactors, info: RequestInfo, user_id: str | None, reason: str
 ) -> None:
     await record_separately(
         svc, info.event("login.failed", subject_id=user_id, outcome="failure", reason=reason)

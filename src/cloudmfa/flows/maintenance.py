@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cloudmfa.services import Services
+from cloudmfa.flows.deps import Maintenance
 from cloudmfa.store import factors as factor_repo
 from cloudmfa.store import keys as key_repo
 from cloudmfa.store import prune as prune_repo
@@ -42,7 +42,7 @@ class ReencryptReport:
     already_current: int = 0
 
 
-async def pending_reencryption(svc: Services) -> int:
+async def pending_reencryption(svc: Maintenance) -> int:
     """How many stored secrets are not yet under the current key."""
     current = svc.secretbox.current_id
     async with svc.reader.connect() as conn:
@@ -59,7 +59,7 @@ async def pending_reencryption(svc: Services) -> int:
 
 
 async def reencrypt_secrets(
-    svc: Services, *, progress: Callable[[ReencryptReport], None] | None = None
+    svc: Maintenance, *, progress: Callable[[ReencryptReport], None] | None = None
 ) -> ReencryptReport:
     """Re-encrypt every stored secret under the current key, one committed batch at a time.
 
@@ -110,7 +110,7 @@ class Retention:
     audit: timedelta | None  # None: audit events are kept forever
 
 
-def retention_for(svc: Services) -> Retention:
+def retention_for(svc: Maintenance) -> Retention:
     settings = svc.settings
     return Retention(
         # Access tokens of an ended session are refused, until they expire, by the session's
@@ -196,7 +196,7 @@ async def prune(
     return report
 
 
-async def prune_if_due(svc: Services) -> PruneReport | None:
+async def prune_if_due(svc: Maintenance) -> PruneReport | None:
     """Prune, unless another worker or replica has within the last interval: the lease in the
     shared store goes to one of them per interval, and its prune ends before the lease does, so
     no two prune at once. None when the lease was taken."""
@@ -210,7 +210,9 @@ async def prune_if_due(svc: Services) -> PruneReport | None:
     return report
 
 
-async def prune_periodically(svc: Services, *, first_delay_s: float = PRUNE_FIRST_DELAY_S) -> None:
+async def prune_periodically(
+    svc: Maintenance, *, first_delay_s: float = PRUNE_FIRST_DELAY_S
+) -> None:
     """Every ``prune_interval_s``, for as long as the worker runs. A failure (the database or
     the shared store out of reach) is logged and tried again at the next interval: it never
     ends the loop, let alone the worker."""
@@ -224,7 +226,7 @@ async def prune_periodically(svc: Services, *, first_delay_s: float = PRUNE_FIRS
         await asyncio.sleep(interval_s)
 
 
-def start_pruning(svc: Services) -> asyncio.Task[None] | None:
+def start_pruning(svc: Maintenance) -> asyncio.Task[None] | None:
     """The periodic prune of a serving worker, or None when CLOUDMFA_PRUNE_INTERVAL_S is 0."""
     if svc.settings.prune_interval_s <= 0:
         return None

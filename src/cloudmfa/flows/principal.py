@@ -15,9 +15,9 @@ from cloudmfa.errors import (
     MfaEnrollmentRequired,
     ReauthenticationRequired,
 )
+from cloudmfa.flows.deps import Principals
 from cloudmfa.flows.sessions import is_revoked
 from cloudmfa.security.tokens import AccessClaims
-from cloudmfa.services import Services
 from cloudmfa.store import sessions as session_repo
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.users import User
@@ -99,7 +99,7 @@ def session_confined(settings: Settings, user: User, amr: Sequence[str], now: da
     )
 
 
-async def authenticate(svc: Services, access_token: str) -> Principal:
+async def authenticate(svc: Principals, access_token: str) -> Principal:
     ring = svc.tokens.ring
     if ring.needs_reload():
         await svc.reload_keys()
@@ -131,7 +131,7 @@ def require_recent_sign_in(settings: Settings, now: datetime, principal: Princip
         raise ReauthenticationRequired("Sign in again to do this.")
 
 
-async def require_recent_authentication(svc: Services, principal: Principal) -> None:
+async def require_recent_authentication(svc: Principals, principal: Principal) -> None:
     """Step-up (API.md): signed in within the re-authentication window, and with a second
     factor when the account has one. A remembered device does not count as that factor."""
     async with svc.reader.connect() as conn:

@@ -29,10 +29,10 @@ from cloudmfa.factors.registry import SecondStepOffer
 from cloudmfa.flows import throttling
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.deps import Cooldowns, SecondFactors
 from cloudmfa.flows.sessions import TokenSet, new_session, revoke_sessions, token_set
 from cloudmfa.security.secretbox import SecretKeyError
 from cloudmfa.security.tokens import new_opaque_token
-from cloudmfa.services import Services
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import factors as factor_repo
 from cloudmfa.store import users as user_repo
@@ -59,7 +59,9 @@ class MfaVerified:
     device_token: str | None
 
 
-async def begin(svc: Services, *, user_id: str, email: str, offer: SecondStepOffer) -> MfaRequired:
+async def begin(
+    svc: SecondFactors, *, user_id: str, email: str, offer: SecondStepOffer
+) -> MfaRequired:
     """The attempt the password step hands out for what the account offers."""
     token = await svc.attempts.open(
         user_id=user_id,
@@ -74,7 +76,7 @@ async def begin(svc: Services, *, user_id: str, email: str, offer: SecondStepOff
 
 
 async def challenge(
-    svc: Services, info: RequestInfo, mfa_token: str, factor_id: str
+    svc: SecondFactors, info: RequestInfo, mfa_token: str, factor_id: str
 ) -> ChallengeOutcome:
     attempt = await svc.attempts.load(mfa_token)
     factor_type = attempt.offered.get(factor_id)
@@ -101,7 +103,9 @@ async def challenge(
     return result.outcome
 
 
-async def _within_send_limits(svc: Services, attempt: AttemptRecord, factor: StoredFactor) -> None:
+async def _within_send_limits(
+    svc: SecondFactors, attempt: AttemptRecord, factor: StoredFactor
+) -> None:
     """API.md "Throttling": one message per factor per cooldown, a few per attempt. A request
     refused by the cooldown does not use up the attempt's sends."""
     await start_cooldown(svc, factor.id)
@@ -113,7 +117,7 @@ async def _within_send_limits(svc: Services, attempt: AttemptRecord, factor: Sto
 
 
 async def _send(
-    svc: Services,
+    svc: SecondFactors,
     info: RequestInfo,
     attempt: AttemptRecord,
     factor: StoredFactor,
@@ -136,7 +140,7 @@ async def _send(
         )
 
 
-async def start_cooldown(svc: Services, factor_id: str) -> None:
+async def start_cooldown(svc: Cooldowns, factor_id: str) -> None:
     """One message per factor per cooldown (enrolment's send starts it too)."""
     cooldown = svc.settings.otp_resend_cooldown_s
     if cooldown <= 0:
@@ -153,7 +157,7 @@ async def start_cooldown(svc: Services, factor_id: str) -> None:
 
 
 async def verify(
-    svc: Services,
+    svc: SecondFactors,
     info: RequestInfo,
     *,
     mfa_token: str,
@@ -194,7 +198,7 @@ async def verify(
 
 
 async def _verify_and_open_session(
-    svc: Services,
+    svc: SecondFactors,
     info: RequestInfo,
     attempt: AttemptRecord,
     factor_id: str,
@@ -249,7 +253,7 @@ async def _verify_and_open_session(
 
 
 async def _check_proof(
-    svc: Services, attempt: AttemptRecord, factor_id: str, factor_type: str, proof: ProofInput
+    svc: SecondFactors, attempt: AttemptRecord, factor_id: str, factor_type: str, proof: ProofInput
 ) -> Verified:
     backup = svc.factor_types.backup_for(factor_id)
     if backup is not None:
@@ -291,7 +295,7 @@ def session_amr(first: list[str], verified: Verified) -> list[str]:
     return methods
 
 
-async def _refuse_locked_account(svc: Services, info: RequestInfo, user_id: str) -> None:
+async def _refuse_locked_account(svc: SecondFactors, info: RequestInfo, user_id: str) -> None:
     """A claim also fails for a locked account (store/claims.py): then say so, having spent
     nothing (API.md "Administration": locking ends pending sign-ins)."""
     async with svc.reader.connect() as conn:
@@ -306,7 +310,7 @@ async def _refuse_locked_account(svc: Services, info: RequestInfo, user_id: str)
         raise AccountLocked(LOCKED)
 
 
-async def _withdraw(svc: Services, info: RequestInfo, completion: Completion) -> None:
+async def _withdraw(svc: SecondFactors, info: RequestInfo, completion: Completion) -> None:
     """Undo a sign-in whose attempt another verification spent first (this one outlived its
     lease): one mfa_token hands out one session."""
     session = completion.session
@@ -327,7 +331,7 @@ async def _withdraw(svc: Services, info: RequestInfo, completion: Completion) ->
 
 
 async def _record_failure(
-    svc: Services, info: RequestInfo, attempt: AttemptRecord, factor_id: str
+    svc: SecondFactors, info: RequestInfo, attempt: AttemptRecord, factor_id: str
 ) -> None:
     await record_separately(
         svc,

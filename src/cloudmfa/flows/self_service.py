@@ -6,22 +6,22 @@ from typing import Any
 
 from cloudmfa.errors import NotFound
 from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.deps import Sessions
 from cloudmfa.flows.principal import Principal
 from cloudmfa.flows.sessions import revoke_sessions
-from cloudmfa.services import Services
 from cloudmfa.store import audit as audit_repo
 from cloudmfa.store import sessions as session_repo
 from cloudmfa.store.audit import record
 from cloudmfa.store.sessions import Session
 
 
-async def list_sessions(svc: Services, principal: Principal) -> list[Session]:
+async def list_sessions(svc: Sessions, principal: Principal) -> list[Session]:
     async with svc.reader.connect() as conn:
         return await session_repo.list_live_sessions(conn, principal.user.id, svc.clock.now())
 
 
 async def end_session(
-    svc: Services, principal: Principal, info: RequestInfo, session_id: str, *, reason: str
+    svc: Sessions, principal: Principal, info: RequestInfo, session_id: str, *, reason: str
 ) -> None:
     """End one of the caller's own sessions (logout is the caller's current one)."""
     now = svc.clock.now()
@@ -44,7 +44,7 @@ async def end_session(
 
 
 async def list_own_events(
-    svc: Services, principal: Principal, *, before_seq: int | None, limit: int
+    svc: Sessions, principal: Principal, *, before_seq: int | None, limit: int
 ) -> list[dict[str, Any]]:
     """The user's audit events, each with an `actor` role; another actor is named only so."""
     user_id = principal.user.id

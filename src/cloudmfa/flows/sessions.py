@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.errors import InvalidToken
 from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.deps import Sessions
 from cloudmfa.security.tokens import hash_opaque_token, new_opaque_token
-from cloudmfa.services import Services, revocation_key
+from cloudmfa.services import revocation_key
 from cloudmfa.store import sessions as session_repo
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import record
@@ -28,7 +29,7 @@ class TokenSet:
 
 
 def new_session(
-    svc: Services,
+    svc: Sessions,
     *,
     user_id: str,
     info: RequestInfo,
@@ -55,7 +56,7 @@ def new_session(
 
 async def open_session(
     conn: AsyncConnection,
-    svc: Services,
+    svc: Sessions,
     *,
     user_id: str,
     info: RequestInfo,
@@ -73,7 +74,7 @@ async def open_session(
 
 
 async def _issue_tokens(
-    conn: AsyncConnection, svc: Services, session: Session, now: datetime
+    conn: AsyncConnection, svc: Sessions, session: Session, now: datetime
 ) -> TokenSet:
     refresh_token, refresh_hash = new_opaque_token()
     await session_repo.insert_refresh_token(
@@ -82,7 +83,7 @@ async def _issue_tokens(
     return token_set(svc, session, refresh_token)
 
 
-def token_set(svc: Services, session: Session, refresh_token: str) -> TokenSet:
+def token_set(svc: Sessions, session: Session, refresh_token: str) -> TokenSet:
     """The answer to a sign-in or refresh: a fresh access token beside the refresh token."""
     access_token = svc.tokens.issue(
         user_id=session.user_id,
@@ -99,7 +100,7 @@ def token_set(svc: Services, session: Session, refresh_token: str) -> TokenSet:
     )
 
 
-def _session_usable(svc: Services, session: Session, now: datetime) -> bool:
+def _session_usable(svc: Sessions, session: Session, now: datetime) -> bool:
     idle_limit = timedelta(minutes=svc.settings.session_idle_minutes)
     return (
         session.revoked_at is None
@@ -108,7 +109,7 @@ def _session_usable(svc: Services, session: Session, now: datetime) -> bool:
     )
 
 
-async def refresh(svc: Services, info: RequestInfo, refresh_token: str) -> TokenSet:
+async def refresh(svc: Sessions, info: RequestInfo, refresh_token: str) -> TokenSet:
     """Rotate a refresh token. A token presented twice revokes its whole session."""
     token_hash = hash_opaque_token(refresh_token)
     now = svc.clock.now()
@@ -140,7 +141,7 @@ async def refresh(svc: Services, info: RequestInfo, refresh_token: str) -> Token
 
 
 async def revoke_sessions(
-    conn: AsyncConnection, svc: Services, session_ids: list[str], *, reason: str
+    conn: AsyncConnection, svc: Sessions, session_ids: list[str], *, reason: str
 ) -> list[str]:
     """Revoke sessions in the caller's transaction and refuse their access tokens at once.
 
@@ -155,7 +156,7 @@ async def revoke_sessions(
 
 async def revoke_all_for_user(
     conn: AsyncConnection,
-    svc: Services,
+    svc: Sessions,
     user_id: str,
     *,
     reason: str,
@@ -167,5 +168,5 @@ async def revoke_all_for_user(
     return await revoke_sessions(conn, svc, ids, reason=reason)
 
 
-async def is_revoked(svc: Services, session_id: str) -> bool:
+async def is_revoked(svc: Sessions, session_id: str) -> bool:
     return await svc.ephemeral.exists_any(revocation_key(session_id))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from cloudmfa.errors import RateLimited
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
-from cloudmfa.services import Services
+from cloudmfa.flows.deps import AuditedLimits
 
 
 async def record_rate_limited(
-    svc: Services, info: RequestInfo, user_id: str | None, exc: RateLimited
+    svc: AuditedLimits, info: RequestInfo, user_id: str | None, exc: RateLimited
 ) -> None:
     """One `rate_limited` event per account (or address) and window, not one per refusal:
     an attacker hammering the door must not fill the audit table."""
