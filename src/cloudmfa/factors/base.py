@@ -22,12 +22,13 @@ import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudmfa.clock import Clock
 from cloudmfa.delivery.base import Message
+from cloudmfa.errors import InvalidCode
 from cloudmfa.security.passwords import PasswordHashing
 from cloudmfa.security.secretbox import SecretBox
 
@@ -158,6 +159,15 @@ class CredentialProof:
 ProofInput = CodeProof | CredentialProof
 # Named here because inside a factor class `type` is the factor's name, not the builtin.
 ProofKind = type[CodeProof] | type[CredentialProof]
+P = TypeVar("P", bound=CodeProof | CredentialProof)
+
+
+def expect_proof(proof: ProofInput, kind: type[P]) -> P:
+    """The proof, when it is of the kind a factor takes (a code, a credential); InvalidCode,
+    naming the kind, when it is not."""
+    if not isinstance(proof, kind):
+        raise InvalidCode(f"This factor takes {kind.described_as}.")
+    return proof
 
 
 class EnrolParams(BaseModel):

@@ -28,6 +28,7 @@ from cloudmfa.factors.base import (
     ProofInput,
     StoredFactor,
     UserRef,
+    expect_proof,
 )
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.deps import Enrolling
@@ -196,8 +197,7 @@ async def activate(
 async def _check_possession(
     svc: Enrolling, kind: FactorType, factor: StoredFactor, proof: ProofInput
 ) -> Activation:
-    if not isinstance(proof, kind.proof):
-        raise InvalidCode(f"This factor takes {kind.proof.described_as}.")
+    expect_proof(proof, kind.proof)
     kept = None
     if kind.uses_challenge:
         raw = await svc.ephemeral.get(_kept_key(factor.id))

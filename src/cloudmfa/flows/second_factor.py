@@ -11,19 +11,17 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
 
 from cloudmfa.errors import AccountLocked, InvalidCode, MfaTokenExpired, RateLimited
 from cloudmfa.factors.base import (
     ChallengeOutcome,
-    CodeProof,
-    CredentialProof,
     NothingToSend,
     OfferedFactor,
     ProofInput,
     SendMessage,
     StoredFactor,
     Verified,
+    expect_proof,
 )
 from cloudmfa.factors.registry import SecondStepOffer
 from cloudmfa.flows import throttling
@@ -43,7 +41,6 @@ from cloudmfa.store.sign_in import Completion, NewDevice
 NOT_OFFERED = "That factor was not offered for this sign-in."
 GONE = "That factor is no longer available."
 LOCKED = "This account is locked; contact an administrator."
-P = TypeVar("P", CodeProof, CredentialProof)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,13 +254,12 @@ async def _check_proof(
 ) -> Verified:
     backup = svc.factor_types.backup_for(factor_id)
     if backup is not None:
-        code = _expect(proof, backup.proof)
+        code = expect_proof(proof, backup.proof)
         return await backup.verify(attempt.user_id, code, attempt.as_seen_by_factor())
     kind = svc.factor_types.get(factor_type)
     if kind is None:
         raise InvalidCode(GONE)
-    if not isinstance(proof, kind.proof):
-        raise InvalidCode(f"This factor takes {kind.proof.described_as}.")
+    expect_proof(proof, kind.proof)
     kept = await svc.attempts.kept(attempt.id, factor_id) if kind.uses_challenge else None
     seen = attempt.as_seen_by_factor(kept=kept)
     snapshot = attempt.snapshot_of(factor_id) if kind.verifies_from_snapshot else None
@@ -277,13 +273,6 @@ async def _check_proof(
     if factor is None or factor.status != "active":
         raise InvalidCode(GONE)
     return await kind.verify(factor, proof, seen)
-
-
-def _expect(proof: ProofInput, kind: type[P]) -> P:
-    """The proof, when it is of the kind the factor takes (a code, a credential)."""
-    if not isinstance(proof, kind):
-        raise InvalidCode(f"This factor takes {kind.described_as}.")
-    return proof
 
 
 def session_amr(first: list[str], verified: Verified) -> list[str]:

@@ -142,14 +142,6 @@ async def activate(
         raise DuplicateLookupKey(lookup_key) from exc
 
 
-async def find_by_lookup_key(
-    conn: AsyncConnection, factor_type: str, lookup_key: str
-) -> StoredFactor | None:
-    stmt = select(factors).where(factors.c.type == factor_type, factors.c.lookup_key == lookup_key)
-    row = (await conn.execute(stmt)).first()
-    return factor_from_row(row._mapping) if row else None
-
-
 async def delete_factor(conn: AsyncConnection, factor_id: str, user_id: str) -> bool:
     stmt = delete(factors).where(factors.c.id == factor_id, factors.c.user_id == user_id)
     return bool((await conn.execute(stmt)).rowcount)
