@@ -88,6 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         # Each worker hashes on its share of the cores (measured in bench/: more hashes in
         # flight than cores is slower, argon2 being memory-hard).
         os.environ["CLOUDMFA_HASH_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    if workers > 1:
+        _return_hash_memory_in_workers()
     trusted = settings.trusted_proxies.strip()
     metrics_dir = _metrics_dir_for(workers)
     try:
@@ -104,12 +106,38 @@ def cmd_serve(args: argparse.Namespace) -> None:
             proxy_headers=bool(trusted),
             forwarded_allow_ips=trusted or None,
             server_header=False,
+            ws="none",  # no WebSocket routes: not loading uvicorn's saves ~1 MiB a worker
             log_config=_log_config(settings.log_level),
             log_level=settings.log_level,
         )
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+# Argon2id's working buffer (19 MiB by default) is one malloc per hash. glibc keeps such a block
+# in the hashing thread's arena once it is freed (its mmap threshold rises to the block's size after
+# the first free), so every worker stays ~19 MiB larger than it needs to be between sign-ins. A
+# fixed threshold below the buffer's size makes each buffer a fresh mapping that is handed back on
+# free; alone that made a hash ~40 % dearer in CPU (every 4 KiB page faulted in again), but with
+# transparent huge pages on the mapping (glibc's hugetlb=1: a few 2 MiB faults instead of ~4,900)
+# it costs the same CPU as before (bench/README.md, "Worker memory"). Applied only where the kernel
+# offers transparent huge pages, and never over an operator's own GLIBC_TUNABLES.
+HASH_MEMORY_TUNABLES = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4194304"
+TRANSPARENT_HUGEPAGE_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def _return_hash_memory_in_workers() -> None:
+    """Set the allocator tunables for the worker processes, which read them when they start."""
+    if os.environ.get("GLIBC_TUNABLES") is not None:
+        return
+    try:
+        with open(TRANSPARENT_HUGEPAGE_MODE) as mode:
+            offered = "[never]" not in mode.read()
+    except OSError:
+        return
+    if offered:
+        os.environ["GLIBC_TUNABLES"] = HASH_MEMORY_TUNABLES
 
 
 def _metrics_dir_for(workers: int) -> str | None:

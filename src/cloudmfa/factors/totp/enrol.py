@@ -6,7 +6,6 @@ import io
 from urllib.parse import quote, urlencode
 
 import pyotp
-import segno
 
 from cloudmfa.factors.totp.verify import TotpParameters
 
@@ -35,6 +34,10 @@ def otpauth_uri(*, secret: str, issuer: str, account: str, params: TotpParameter
 
 
 def qr_svg(uri: str) -> str:
+    # Imported here: only enrolments draw QR codes, and segno with the XML writer it pulls in
+    # is ~1.5 MiB in every worker otherwise.
+    import segno
+
     out = io.BytesIO()
     segno.make(uri, error="m", micro=False).save(out, kind="svg", scale=4, xmldecl=False)
     return out.getvalue().decode("utf-8")
