@@ -142,9 +142,11 @@ class Server:
         except OSError:
             return ""
 
-    def start(self) -> Server:
+    def start(self, *, same_port: bool = False) -> Server:
+        """``same_port``: a restart where the service was (its tokens name that address)."""
         assert self.proc is None, "already running"
-        self.port = free_port()
+        if not (same_port and self.port):
+            self.port = free_port()
         self.starts += 1
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start {self.starts} on port {self.port} ===\n".encode())
@@ -198,7 +200,7 @@ class Server:
 
     def restart(self) -> Server:
         self.stop()
-        return self.start()
+        return self.start(same_port=True)
 
     def kill(self) -> None:
         proc, self.proc = self.proc, None
@@ -328,6 +330,9 @@ def test_zero_configuration_serve_keeps_users_keys_and_tokens_across_a_restart(
             assert me.json()["id"] == account["id"]
             assert me.json()["email"] == email
             kids = jwks_kids(c)
+        # Unset, the public URL (the tokens' issuer, the passkeys' origin) follows the port.
+        issuer = jwt.decode(tokens["access_token"], options={"verify_signature": False})["iss"]
+        assert issuer == f"http://localhost:{server.port}"
         kid = kid_of(tokens["access_token"])
         assert kids == [kid]
 
@@ -335,7 +340,7 @@ def test_zero_configuration_serve_keeps_users_keys_and_tokens_across_a_restart(
         assert (workdir / "var" / "cloudmfa.db").is_file()
         assert sorted(p.name for p in workdir.iterdir()) == ["var"]
 
-        server.start()
+        server.start(same_port=True)
         with server.client() as c:
             again = log_in(c, email)
             assert kid_of(again["access_token"]) == kid

@@ -71,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     _check_tls(args.tls_cert, args.tls_key)
     _check_port_free(args.host, args.port)
     _check_secret_keys(settings)
+    _default_public_url(settings, port=args.port, tls=bool(args.tls_cert))
     if settings.auto_migrate:
         revision = run_async(lambda: migrate_database(settings))
         print(f"cloudmfa: database schema at revision {revision}", file=sys.stderr)
@@ -113,6 +114,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _default_public_url(settings: Settings, *, port: int, tls: bool) -> None:
+    """Unset, the public URL follows the port served on (``make run PORT=8080``), so that the
+    tokens' issuer and the origin passkeys are bound to name the address actually used."""
+    if "public_url" in settings.model_fields_set:
+        return
+    scheme = "https" if tls else "http"
+    os.environ["CLOUDMFA_PUBLIC_URL"] = f"{scheme}://localhost:{port}"  # the workers read it
 
 
 # Argon2id's working buffer (19 MiB by default) is one malloc per hash. glibc keeps such a block
