@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     ip_rate_limit: str = "60/minute"
     otp_resend_cooldown_s: int = Field(default=30, ge=0)
 
+    # Codes by SMS and email (factors/codes/) and what limits their sending (flows/send_limits.py)
+    otp_digits: int = Field(default=6, ge=6, le=8)
+    destination_hourly_limit: int = Field(default=10, ge=1)  # messages to one address or number
+    sms_allowed_countries: Annotated[frozenset[str], NoDecode] = frozenset()  # empty: all
+    sms_country_hourly_budget: int = Field(default=1000, ge=0)  # per country; 0: no budget
+    sms_global_hourly_budget: int = Field(default=10000, ge=0)  # every country; 0: no budget
+    password_reset_ttl_s: int = Field(default=1800, ge=60, le=86400)
+
     # Tokens and sessions
     access_token_ttl_s: int = Field(default=600, ge=30, le=3600)
     session_max_hours: float = Field(default=24, gt=0)
@@ -120,6 +128,26 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unknown factor type(s) {', '.join(unknown)}; "
                 f"choose from {', '.join(ALL_FACTOR_TYPES)}"
+            )
+        return value
+
+    @field_validator("sms_allowed_countries", mode="before")
+    @classmethod
+    def _split_countries(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = frozenset(part.strip().upper() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("sms_allowed_countries")
+    @classmethod
+    def _known_countries(cls, value: frozenset[str]) -> frozenset[str]:
+        import phonenumbers
+
+        unknown = sorted(c for c in value if c not in phonenumbers.SUPPORTED_REGIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown country code(s) {', '.join(unknown)}: use ISO 3166-1 alpha-2 codes "
+                "such as US,GB,DE"
             )
         return value
 

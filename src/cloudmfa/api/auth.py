@@ -25,7 +25,7 @@ from cloudmfa.factors.base import (
     PublicKeyRequest,
     SendMessage,
 )
-from cloudmfa.flows import login, second_factor, self_service, sessions
+from cloudmfa.flows import login, password_reset, second_factor, self_service, sessions
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])  # per-IP limit: api/ip_limit.py
 
@@ -240,4 +240,56 @@ async def refresh_route(body: RefreshRequest, svc: ServicesDep, info: InfoDep) -
 async def logout_route(principal: AnySessionDep, svc: ServicesDep, info: InfoDep) -> Response:
     """Its access and refresh tokens are refused from now on, on every replica."""
     await self_service.end_session(svc, principal, info, principal.session_id, reason="logout")
+    return Response(status_code=204)
+
+
+class PasswordResetRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "ada@example.com"}]})
+    # Not validated as an address: a malformed one is an unknown account, answered the same.
+    email: Annotated[CleanStr, Field(min_length=1, max_length=320)]
+
+
+class PasswordResetConfirm(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "token": "cmVzZXQtdG9rZW4tZXhhbXBsZQ",
+                    "new_password": "saffron-glacier-lantern-97",
+                }
+            ]
+        }
+    )
+    token: OpaqueToken
+    new_password: Password
+
+
+@router.post(
+    "/password-reset",
+    summary="Ask for a password-reset link",
+    status_code=202,
+    responses=problem_responses(422, 429),
+)
+async def password_reset_route(
+    body: PasswordResetRequest, svc: ServicesDep, info: InfoDep
+) -> JSONResponse:
+    """Answers 202 `{}` whether or not the address has an account. When it has, an email
+    carries a single-use link, valid 30 minutes, to `{public URL}/reset-password?token=…`."""
+    await password_reset.request_reset(svc, info, body.email)
+    return JSONResponse({}, status_code=202)
+
+
+@router.post(
+    "/password-reset/confirm",
+    summary="Choose a new password with a reset token",
+    status_code=204,
+    responses=problem_responses(401, 422, 429),
+)
+async def password_reset_confirm_route(
+    body: PasswordResetConfirm, svc: ServicesDep, info: InfoDep
+) -> Response:
+    """The token from the link and a new password that meets the policy → 204; every session
+    ends and remembered devices are forgotten. Second factors stay: the next login asks for
+    one. A used, expired or unknown token answers 401 `invalid_token`."""
+    await password_reset.confirm_reset(svc, info, body.token, body.new_password)
     return Response(status_code=204)

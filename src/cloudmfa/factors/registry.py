@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.config import Settings
 from cloudmfa.factors.base import BackupFactor, FactorDeps, FactorType, OfferedFactor, StoredFactor
+from cloudmfa.factors.email import EmailFactor
 from cloudmfa.factors.recovery import RecoveryCodes
+from cloudmfa.factors.sms import SmsFactor
 from cloudmfa.factors.totp import TotpFactor
 from cloudmfa.factors.totp.verify import TotpParameters
 from cloudmfa.store import factors as factor_repo
@@ -30,6 +33,13 @@ FACTORIES: dict[str, FactorFactory] = {
             period=settings.totp_period,
         ),
     ),
+    "sms": lambda settings, deps: SmsFactor(
+        deps,
+        digits=settings.otp_digits,
+        allowed_countries=settings.sms_allowed_countries,
+        webotp_host=urlsplit(settings.public_url).hostname or "localhost",
+    ),
+    "email": lambda settings, deps: EmailFactor(deps, digits=settings.otp_digits),
     "recovery": lambda _settings, deps: RecoveryCodes(deps),
 }
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cloudmfa.email_address import normalise_email
 from cloudmfa.errors import EmailTaken, Forbidden, InvalidCredentials, RateLimited
-from cloudmfa.flows import throttling
+from cloudmfa.flows import notifications, throttling
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.deps import Accounts
@@ -145,3 +145,4 @@ async def change_password(
                 devices_forgotten=forgotten,
             ),
         )
+        await notifications.notify(conn, svc, to=user.email, kind="password_changed")

@@ -51,6 +51,10 @@ class AuditedLimits(Database, Ephemeral, Protocol):
     """Throttle refusals, audited once per window (flows/throttling.py)."""
 
 
+class SendLimits(AuditedLimits, Configured, Protocol):
+    """Limits on messages by destination, country and in all (flows/send_limits.py)."""
+
+
 class Cooldowns(Configured, Ephemeral, Protocol):
     """One message per factor per cooldown (flows/second_factor.py ``start_cooldown``)."""
 
@@ -83,10 +87,14 @@ class Passwords(Protocol):
 
 
 class Accounts(Principals, Passwords, Protocol):
-    """Sign-up, administrators from the command line, password changes (flows/accounts.py)."""
+    """Sign-up, administrators from the command line, password changes and resets
+    (flows/accounts.py, flows/password_reset.py)."""
 
     @property
     def policy(self) -> PasswordPolicy: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
 
 
 class SecondFactors(Principals, Passwords, Protocol):

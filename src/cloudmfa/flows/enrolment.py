@@ -30,6 +30,7 @@ from cloudmfa.factors.base import (
     UserRef,
     expect_proof,
 )
+from cloudmfa.flows import notifications, send_limits
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.deps import Enrolling
 from cloudmfa.flows.principal import (
@@ -57,6 +58,10 @@ def _event(principal: Principal, info: RequestInfo, type_: str, **details: Any) 
 
 def _kept_key(factor_id: str) -> str:
     return f"enrolment_kept:{factor_id}"
+
+
+def _tries_key(factor_id: str) -> str:
+    return f"enrolment_tries:{factor_id}"
 
 
 async def list_factors(svc: Enrolling, principal: Principal) -> list[StoredFactor]:
@@ -105,6 +110,7 @@ async def enrol(
     )
     if enrolment.send is not None:
         await start_cooldown(svc, factor_id)  # API.md: this send starts the resend cooldown
+        await send_limits.take_send(svc, info, enrolment.send.message, user_id=user.id)
     if enrolment.keep is not None:  # before anything is sent: a code must be checkable
         await svc.ephemeral.set(_kept_key(factor_id), json.dumps(enrolment.keep), ENROLMENT_KEPT_S)
     events = [
@@ -188,6 +194,9 @@ async def activate(
             codes = prepared.shown
             events.append(_event(principal, info, "recovery_codes.generated", count=len(codes)))
         await record(conn, now, *events)
+        await notifications.notify(
+            conn, svc, to=principal.user.email, kind="factor_added", detail=_named(factor)
+        )
         activated = await factor_repo.get_factor(conn, factor_id, user_id)
     await svc.ephemeral.delete(_kept_key(factor_id))
     assert activated is not None
@@ -197,12 +206,22 @@ async def activate(
 async def _check_possession(
     svc: Enrolling, kind: FactorType, factor: StoredFactor, proof: ProofInput
 ) -> Activation:
+    """The type's check of the proof, after counting the try: a pending factor takes at most
+    CLOUDMFA_MFA_MAX_ATTEMPTS wrong proofs, then what its enrolment kept is dropped (a code
+    sent at enrolment dies) and only a new enrolment helps. A 6-digit code must not be
+    guessable from a session by trying them all."""
     expect_proof(proof, kind.proof)
+    tries = await svc.ephemeral.incr(_tries_key(factor.id), ENROLMENT_KEPT_S)
+    if tries > svc.settings.mfa_max_attempts:
+        await svc.ephemeral.delete(_kept_key(factor.id))
+        raise InvalidCode("Too many wrong codes for this factor; remove it and enrol again.")
     kept = None
     if kind.uses_challenge:
         raw = await svc.ephemeral.get(_kept_key(factor.id))
         kept = json.loads(raw) if raw is not None else None
-    return await kind.activate(factor, proof, kept)
+    activation = await kind.activate(factor, proof, kept)
+    await svc.ephemeral.delete(_tries_key(factor.id))
+    return activation
 
 
 async def _flip_to_active(
@@ -248,6 +267,9 @@ async def remove(svc: Enrolling, principal: Principal, info: RequestInfo, factor
                 devices_forgotten=forgotten,
             ),
         )
+        await notifications.notify(
+            conn, svc, to=principal.user.email, kind="factor_removed", detail=_named(factor)
+        )
 
 
 async def regenerate_recovery_codes(
@@ -271,4 +293,13 @@ async def regenerate_recovery_codes(
             svc.clock.now(),
             _event(principal, info, "recovery_codes.generated", count=len(prepared.shown)),
         )
+        await notifications.notify(
+            conn, svc, to=principal.user.email, kind="recovery_codes_regenerated"
+        )
     return prepared.shown
+
+
+def _named(factor: StoredFactor) -> str:
+    """How a notice names a factor: its label (the user's own words, or the type's default),
+    never where its codes go."""
+    return f'"{factor.label}"' if factor.label else factor.type

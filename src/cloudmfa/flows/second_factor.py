@@ -24,7 +24,7 @@ from cloudmfa.factors.base import (
     expect_proof,
 )
 from cloudmfa.factors.registry import SecondStepOffer
-from cloudmfa.flows import throttling
+from cloudmfa.flows import send_limits, throttling
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
 from cloudmfa.flows.deps import Cooldowns, SecondFactors
@@ -91,7 +91,7 @@ async def challenge(
         raise InvalidCode(GONE)
     result = await kind.challenge(factor, attempt.as_seen_by_factor())
     if isinstance(result.outcome, SendMessage):
-        await _within_send_limits(svc, attempt, factor)
+        await _within_send_limits(svc, info, attempt, factor, result.outcome)
     # Kept before anything is sent: a code reaches the user only once it can be checked.
     if result.keep is not None:
         await svc.attempts.keep(attempt.id, factor_id, result.keep)
@@ -101,16 +101,22 @@ async def challenge(
 
 
 async def _within_send_limits(
-    svc: SecondFactors, attempt: AttemptRecord, factor: StoredFactor
+    svc: SecondFactors,
+    info: RequestInfo,
+    attempt: AttemptRecord,
+    factor: StoredFactor,
+    send: SendMessage,
 ) -> None:
-    """API.md "Throttling": one message per factor per cooldown, a few per attempt. A request
-    refused by the cooldown does not use up the attempt's sends."""
+    """API.md "Throttling": one message per factor per cooldown, a few per attempt, and the
+    limits by destination and the SMS budgets (flows/send_limits.py). A request refused by the
+    cooldown does not use up the attempt's sends."""
     await start_cooldown(svc, factor.id)
     if await svc.attempts.count_send(attempt.id) > svc.settings.mfa_max_sends:
         raise RateLimited(
             "No more codes can be sent for this sign-in; start again with the password.",
             retry_after=svc.attempts.ttl_s,
         )
+    await send_limits.take_send(svc, info, send.message, user_id=attempt.user_id)
 
 
 async def _send(

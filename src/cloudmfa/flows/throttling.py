@@ -9,16 +9,29 @@ from cloudmfa.flows.deps import AuditedLimits
 
 
 async def record_rate_limited(
-    svc: AuditedLimits, info: RequestInfo, user_id: str | None, exc: RateLimited
+    svc: AuditedLimits,
+    info: RequestInfo,
+    user_id: str | None,
+    exc: RateLimited,
+    *,
+    reason: str | None = None,
+    **details: str,
 ) -> None:
-    """One `rate_limited` event per account (or address) and window, not one per refusal:
-    an attacker hammering the door must not fill the audit table."""
+    """One `rate_limited` event per account (or address), reason and window, not one per
+    refusal: an attacker hammering the door must not fill the audit table. ``reason`` (and
+    ``details``) say which limit refused, when it is not the account's or the address's."""
     subject = user_id or info.ip or "unknown"
-    if not await svc.ephemeral.set_if_absent(f"rl_audit:{subject}", "1", exc.retry_after or 60):
+    key = f"rl_audit:{subject}" + (f":{reason}" if reason else "")
+    if not await svc.ephemeral.set_if_absent(key, "1", exc.retry_after or 60):
         return
+    extra = {"reason": reason, **details} if reason else {}
     await record_separately(
         svc,
         info.event(
-            "rate_limited", subject_id=user_id, outcome="failure", retry_after=exc.retry_after
+            "rate_limited",
+            subject_id=user_id,
+            outcome="failure",
+            retry_after=exc.retry_after,
+            **extra,
         ),
     )

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cloudmfa.security.private_files import PRIVATE_FILE_MODE, make_private_dir
 
@@ -125,6 +129,32 @@ class SecretBox:
             return cipher.decrypt(rest[:_NONCE_BYTES], rest[_NONCE_BYTES:], context.encode())
         except InvalidTag:
             raise SecretKeyError("a stored secret failed authentication") from None
+
+    def mac(self, data: bytes, *, purpose: str) -> str:
+        """An HMAC-SHA256 of ``data`` under a key derived (HKDF) from the current key for
+        ``purpose``, as "key id:hex". For short secrets such as a 6-digit code, whose bare hash
+        anyone holding it could reverse by trying every code: without the key ring, this cannot
+        be."""
+        key_id = self.current_id
+        return f"{key_id}:{self._mac(key_id, data, purpose)}"
+
+    def mac_matches(self, stored: str, data: bytes, *, purpose: str) -> bool:
+        """Whether ``stored`` (from ``mac``) is the MAC of ``data``, in constant time; False
+        when its key has left the ring."""
+        key_id, sep, digest = stored.partition(":")
+        if not sep or key_id not in self._ciphers:
+            return False
+        return hmac.compare_digest(digest, self._mac(key_id, data, purpose))
+
+    def _mac(self, key_id: str, data: bytes, purpose: str) -> str:
+        root = next(k.key for k in self.keys if k.id == key_id)
+        derived = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=None,
+            info=b"cloudmfa mac:" + purpose.encode(),
+        ).derive(root)
+        return hmac.new(derived, data, hashlib.sha256).hexdigest()
 
     @staticmethod
     def key_id_of(blob: bytes) -> str:
