@@ -15,7 +15,7 @@ import pytest_asyncio
 import conftest
 from conftest import Api, bearer
 from recording import RecordingOutbox, events_of, new_phone, pass_cooldown, recording_api
-from support import assert_authenticated, assert_problem, claims, verify
+from support import admin_session, assert_authenticated, assert_problem, claims, verify
 
 SETTINGS = {
     "enabled_factors": "totp,sms,email,recovery",
@@ -417,3 +417,17 @@ async def test_sms_budgets_per_country_and_in_all(backend: dict[str, Any]) -> No
     finally:
         if backend.get("redis_url"):
             await conftest.drop_redis_prefix(prefix)
+
+
+async def test_the_account_is_told_when_an_administrator_resets_its_mfa(
+    api: Api, outbox: RecordingOutbox
+) -> None:
+    user, _ = await with_factor(api, outbox, "email", f"r-{secrets.token_hex(4)}@example.com")
+    _, admin_headers = await admin_session(api)
+
+    r = await api.client.delete(f"/api/v1/admin/users/{user['id']}/factors", headers=admin_headers)
+
+    assert r.status_code == 204, r.text
+    notice = outbox.last_to(user["email"])
+    assert notice.subject == "cloudmfa: Your sign-in methods were reset"
+    assert "administrator" in notice.text

@@ -90,6 +90,10 @@ NOTICES: dict[str, tuple[str, str]] = {
     "factor_removed": ("A sign-in method was removed", "A second factor ({detail}) was removed"),
     "password_changed": ("Your password was changed", "The password was changed"),
     "password_reset": ("Your password was reset", "The password was reset by email link"),
+    "mfa_reset": (
+        "Your sign-in methods were reset",
+        "An administrator removed every second factor",
+    ),
     "recovery_codes_regenerated": (
         "New recovery codes were made",
         "A new set of recovery codes replaced the old one",

@@ -8,8 +8,9 @@ from typing import Any
 
 from cloudmfa.errors import Forbidden, NotFound
 from cloudmfa.factors.base import StoredFactor
+from cloudmfa.flows import notifications
 from cloudmfa.flows.context import RequestInfo
-from cloudmfa.flows.deps import Principals
+from cloudmfa.flows.deps import AdminResets, Principals
 from cloudmfa.flows.principal import Principal, require_recent_authentication
 from cloudmfa.flows.sessions import revoke_all_for_user
 from cloudmfa.store import audit as audit_repo
@@ -68,13 +69,14 @@ async def set_locked(
         )
 
 
-async def reset_mfa(svc: Principals, admin: Principal, info: RequestInfo, user_id: str) -> None:
+async def reset_mfa(svc: AdminResets, admin: Principal, info: RequestInfo, user_id: str) -> None:
     """The administrator's MFA reset: every factor, recovery code, remembered device and
     session of the user goes."""
     await require_recent_authentication(svc, admin)
     now = svc.clock.now()
     async with svc.engine.begin() as conn:
-        if await user_repo.get_by_id(conn, user_id) is None:
+        user = await user_repo.get_by_id(conn, user_id)
+        if user is None:
             raise NotFound("No such user.")
         removed = await factor_repo.delete_all(conn, user_id)
         await code_repo.delete_all(conn, user_id)
@@ -92,6 +94,7 @@ async def reset_mfa(svc: Principals, admin: Principal, info: RequestInfo, user_i
                 sessions_revoked=len(revoked),
             ),
         )
+        await notifications.notify(conn, svc, to=user.email, kind="mfa_reset")
 
 
 async def list_audit(

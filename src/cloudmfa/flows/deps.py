@@ -121,6 +121,13 @@ class Enrolling(Principals, Configured, Ephemeral, Protocol):
     def outbox(self) -> Outbox: ...
 
 
+class AdminResets(Principals, Configured, Protocol):
+    """An administrator's MFA reset, which tells the user (flows/admin.py ``reset_mfa``)."""
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
 class Maintenance(Sessions, Protocol):
     """Operator tasks over the whole database (flows/maintenance.py)."""
 
