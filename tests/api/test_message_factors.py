@@ -431,3 +431,30 @@ async def test_the_account_is_told_when_an_administrator_resets_its_mfa(
     notice = outbox.last_to(user["email"])
     assert notice.subject == "cloudmfa: Your sign-in methods were reset"
     assert "administrator" in notice.text
+
+
+async def test_a_number_of_a_country_allowed_no_longer_is_sent_nothing(
+    backend: dict[str, Any],
+) -> None:
+    """The allow-list narrowed after enrolment: the factor's challenge sends nothing."""
+    async with recording_api(conftest.test_settings(backend, **SETTINGS)) as (api, outbox):
+        user, factor = await with_factor(api, outbox, "sms", "+33612345670")
+        ephemeral_prefix = api.svc.settings.redis_key_prefix
+    narrowed = conftest.test_settings(
+        backend, **SETTINGS, sms_allowed_countries="US", redis_key_prefix=ephemeral_prefix
+    )
+    async with recording_api(narrowed) as (api, outbox):
+        login = await api.login(user["email"])
+        r = await challenge(api, login["mfa_token"], factor["id"])
+        assert_problem(r, 422, "validation_error")
+        assert outbox.sent == []
+
+
+async def test_a_deployment_may_turn_sms_and_email_off(backend: dict[str, Any]) -> None:
+    settings = conftest.test_settings(backend, enabled_factors="totp,recovery")
+    async with recording_api(settings) as (api, outbox):
+        _, headers = await api.signed_in("off")
+        for params in ({"type": "sms", "phone": new_phone()}, {"type": "email", "email": "a@b.io"}):
+            body = assert_problem(await enrol(api, headers, **params), 422, "validation_error")
+            assert "not offered" in body["detail"]
+        assert outbox.sent == []

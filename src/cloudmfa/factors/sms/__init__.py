@@ -61,8 +61,8 @@ class SmsFactor:
         self._allowed = frozenset(allowed_countries)
         self._host = webotp_host
 
-    def _phone(self, text: str) -> Phone:
-        phone = parse_phone(text)
+    def _phone(self, text: str, *, enrolling: bool = True) -> Phone:
+        phone = parse_phone(text, enrolling=enrolling)
         check_country(phone, self._allowed)
         return phone
 
@@ -95,9 +95,8 @@ class SmsFactor:
         return Activation(claim=UseFactor(factor.id))
 
     async def challenge(self, factor: StoredFactor, attempt: LoginAttempt) -> Challenge:
-        send, kept = self._send(
-            self._phone(factor.data["phone"]), login_binding(attempt, factor.id)
-        )
+        phone = self._phone(factor.data["phone"], enrolling=False)  # countries may be fewer now
+        send, kept = self._send(phone, login_binding(attempt, factor.id))
         return Challenge(send, keep=kept)
 
     async def verify(

@@ -40,24 +40,30 @@ class Phone:
         return prefix + "*" * max(len(national) - 4, 0) + national[-4:]
 
 
-def parse_phone(text: str) -> Phone:
+def parse_phone(text: str, *, enrolling: bool = True) -> Phone:
     """The number in E.164 (spaces, dashes and brackets as people write them are fine; the
-    leading + and calling code are needed); ValidationFailed otherwise."""
+    leading + and calling code are needed); ValidationFailed otherwise. Validity and type are
+    judged at enrolment only (``enrolling``): a later release of libphonenumber's metadata must
+    not lock a user out of a number that was accepted."""
     try:
         number = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException:
         raise ValidationFailed(
             "phone: not a phone number in international form (E.164, such as +14155550123)"
         ) from None
+    if not enrolling:
+        return _phone(number)
     if not phonenumbers.is_valid_number(number):
         raise ValidationFailed("phone: not a valid phone number")
     kind = phonenumbers.number_type(number)
     if kind not in ACCEPTED_TYPES:
         named = _TYPE_NAMES.get(kind, "other")
         raise ValidationFailed(f"phone: codes are sent only to mobile numbers, not to {named} ones")
-    region = (
-        phonenumbers.region_code_for_number(number) or "ZZ"
-    )  # "unknown", as libphonenumber says
+    return _phone(number)
+
+
+def _phone(number: phonenumbers.PhoneNumber) -> Phone:
+    region = phonenumbers.region_code_for_number(number) or "ZZ"  # libphonenumber's "unknown"
     return Phone(
         e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
         country=region,
