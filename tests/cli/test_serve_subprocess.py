@@ -386,9 +386,11 @@ def test_serve_with_an_unknown_database_scheme_fails_in_one_line(tmp_path: Path)
 def test_an_enabled_factor_type_this_release_lacks_fails_in_one_line(
     tmp_path: Path, command: list[str]
 ) -> None:
-    env = clean_env(CLOUDMFA_ENABLED_FACTORS="totp,sms,recovery")
+    from cloudmfa.factors.registry import FACTORIES
+
+    env = clean_env(CLOUDMFA_ENABLED_FACTORS="totp,webauthn,recovery")
     result = run_cli(command, cwd=tmp_path, env=env)
-    assert_one_line_error(result, "CLOUDMFA_ENABLED_FACTORS", "sms", "totp, recovery")
+    assert_one_line_error(result, "CLOUDMFA_ENABLED_FACTORS", "webauthn", ", ".join(FACTORIES))
 
 
 @pytest.mark.parametrize(
