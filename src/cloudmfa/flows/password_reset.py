@@ -1,9 +1,11 @@
 """A forgotten password (API.md "Forgotten password"): a single-use link by email, then a new
 password. It never touches second factors: the next login asks for one as before.
 
-- No enumeration: a request answers the same, after the same steps (a read of the account, a
-  unit of the address's hourly message limit, one transaction with an audit event), whether
-  the address has an account or not; only an existing, unlocked account is sent a link.
+- No enumeration: a request answers the same whether the address has an account or not, and
+  the edge runs this flow only once the answer has gone (api/auth.py), so the answer's time
+  says nothing either. The flow takes the same steps on both paths as far as it can (a read of
+  the account, a unit of the address's hourly message limit, one transaction with an audit
+  event); only an existing, unlocked account is sent a link.
 - The token (256 random bits) is kept only as its SHA-256, in the shared short-lived store, for
   ``CLOUDMFA_PASSWORD_RESET_TTL_S`` (30 minutes). It is bound to the password it resets: it
   keeps a digest of the password hash at the time it was issued, so once the password changes
