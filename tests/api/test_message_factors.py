@@ -118,6 +118,10 @@ async def test_sign_in_with_a_code_by_sms(api: Api, outbox: RecordingOutbox) -> 
     )
     again = await api.login(user["email"])
     assert_problem(await verify(api, again["mfa_token"], factor["id"], code), 401, "invalid_code")
+    # The trail records each send by channel, never the code or the number.
+    sent = await events_of(api, user["id"], "mfa.challenge_sent")
+    assert [e["details"]["channel"] for e in sent] == ["sms", "sms"]
+    assert code not in str(sent) and phone not in str(sent)
 
 
 async def test_sign_in_with_a_code_by_email(api: Api, outbox: RecordingOutbox) -> None:
