@@ -301,5 +301,5 @@ def test_an_enabled_type_that_is_not_built_stops_the_service_with_a_clear_messag
 def test_the_default_enabled_types_are_the_built_ones() -> None:
     from cloudmfa.config import Settings
 
-    assert Settings(_env_file=None).enabled_factors == ("totp", "recovery")  # type: ignore[call-arg]
+    assert Settings(_env_file=None).enabled_factors == ("totp", "webauthn", "recovery")  # type: ignore[call-arg]
     assert set(Settings(_env_file=None).enabled_factors) == set(FACTORIES)  # type: ignore[call-arg]
