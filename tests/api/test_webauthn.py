@@ -590,3 +590,21 @@ async def test_audit_details_name_no_credential_material(api: Api) -> None:
     [credential] = user.authenticator.credentials.values()
     assert b64url(credential.id) not in text
     assert base64.b64encode(credential.cose_public_key()).decode()[:20] not in text
+
+
+async def test_a_count_moved_on_after_the_password_step_still_refuses_a_lower_one(
+    api: Api,
+) -> None:
+    """The attempt carries the factor as the password step read it; the claim re-checks the
+    count in the database, so a use in between is never undone by an older count or a 0."""
+    user = await passkey_user(api, "pksnapshot")
+    mfa_token, options = await second_step(api, user)  # the snapshot: count 0
+    await passkey_sign_in(api, user)  # count 1 now
+    moved_on = [user.authenticator.get(options, sign_count=n) for n in (1, 0)]
+    [credential] = user.authenticator.credentials.values()
+    credential.sign_count = 1
+    for assertion in moved_on:
+        r = await verify(api, mfa_token, user.factor_id, assertion)
+        assert_problem(r, 401, "invalid_code")
+    r = await verify(api, mfa_token, user.factor_id, user.authenticator.get(options))
+    assert claims(assert_authenticated(r)["access_token"])["amr"][-1] == "mfa"

@@ -52,7 +52,7 @@ from cloudmfa.factors.webauthn.register import (
 )
 from cloudmfa.factors.webauthn.relying_party import RelyingParty
 from cloudmfa.store import factors as factor_repo
-from cloudmfa.store.claims import AdvanceCounter, Claim, UseFactor
+from cloudmfa.store.claims import AdvanceCounter, Claim, UseFactor, UseUncounted
 
 DEFAULT_LABEL = "Passkey"
 CLONE_DETECTED = "webauthn.clone_detected"
@@ -74,9 +74,10 @@ class WebAuthnFactor:
     type: ClassVar[str] = TYPE
     params: ClassVar[ParamsKind] = EnrolParams
     proof: ClassVar[CredentialProofKind] = CredentialProof
-    # verify reads the signature count as it is now: a clone must be caught by the comparison
-    # (and recorded), not only by the claim finding the count taken.
-    verifies_from_snapshot: ClassVar[bool] = False
+    # The login attempt may carry the factor as the password step read it: its credential
+    # never changes, and the claim re-checks the signature count in the database (a count
+    # moved on meanwhile makes the claim match nothing, and the assertion is refused).
+    verifies_from_snapshot: ClassVar[bool] = True
     uses_challenge: ClassVar[bool] = True
 
     def __init__(self, deps: FactorDeps, rp: RelyingParty) -> None:
@@ -212,7 +213,7 @@ class WebAuthnFactor:
         if assertion.sign_count == 0:
             # An authenticator that keeps no count (most synced passkeys) always says 0:
             # the single-use challenge is what makes the assertion single use.
-            claim = UseFactor(factor.id)
+            claim = UseUncounted(factor.id)
         else:
             claim = AdvanceCounter(factor.id, assertion.sign_count)
         return Verified(
