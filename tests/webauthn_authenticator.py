@@ -76,6 +76,8 @@ class SoftAuthenticator:
         eddsa: bool = False,
         challenge: str | None = None,
         again: bytes | None = None,
+        attestation: tuple[ec.EllipticCurvePrivateKey, bytes] | None = None,
+        self_attested: bool = False,
     ) -> dict[str, Any]:
         """A new credential, or with ``again`` the one of that id registered once more."""
         rp = rp_id or options["rp"]["id"]
@@ -103,7 +105,17 @@ class SoftAuthenticator:
             + credential.cose_public_key()
         )
         auth_data = self._auth_data(rp, flags, credential.sign_count, attested=attested)
-        attestation = cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": auth_data})
+        signed = auth_data + hashlib.sha256(client_data).digest()
+        if attestation is not None:  # `packed` with a certificate (WebAuthn §8.2)
+            key_, certificate = attestation
+            statement = {"alg": -7, "sig": key_.sign(signed, ec.ECDSA(hashes.SHA256()))}
+            statement["x5c"] = [certificate]
+            fmt: str = "packed"
+        elif self_attested:  # `packed`, signed by the credential's own key
+            statement, fmt = {"alg": -7, "sig": credential.sign(signed)}, "packed"
+        else:
+            statement, fmt = {}, "none"
+        attestation_object = cbor2.dumps({"fmt": fmt, "attStmt": statement, "authData": auth_data})
         return {
             "id": b64url(credential.id),
             "rawId": b64url(credential.id),
@@ -112,7 +124,7 @@ class SoftAuthenticator:
             "clientExtensionResults": {},
             "response": {
                 "clientDataJSON": b64url(client_data),
-                "attestationObject": b64url(attestation),
+                "attestationObject": b64url(attestation_object),
                 "transports": ["internal", "hybrid"],
             },
         }

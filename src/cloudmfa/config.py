@@ -151,6 +151,30 @@ class Settings(BaseSettings):
             raise ValueError("each AAGUID must be a UUID") from None
 
     @model_validator(mode="after")
+    def _origins_within_rp_id(self) -> Settings:
+        """Each configured WebAuthn origin is a bare origin on the rp id or a subdomain of it,
+        over HTTPS unless on localhost: a browser refuses any other, so say so at start."""
+        from urllib.parse import urlsplit
+
+        rp_id = self.webauthn_rp_id.lower()
+        for origin in self.webauthn_origins:
+            parts = urlsplit(origin)
+            host = (parts.hostname or "").lower()
+            bare = parts.scheme in ("https", "http") and host and not parts.path.strip("/")
+            local = host == "localhost" or host.endswith(".localhost")
+            if not bare or (parts.scheme == "http" and not local):
+                raise ValueError(
+                    f"CLOUDMFA_WEBAUTHN_ORIGINS: {origin!r} is not an https:// origin "
+                    "(scheme, host and port only; http only on localhost)"
+                )
+            if host != rp_id and not host.endswith("." + rp_id):
+                raise ValueError(
+                    f"CLOUDMFA_WEBAUTHN_ORIGINS: {origin!r} is not on the relying party "
+                    f"{rp_id!r} (CLOUDMFA_WEBAUTHN_RP_ID) or a subdomain of it"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _attestation_roots_with_allow_list(self) -> Settings:
         # An AAGUID is only the authenticator's word until a certificate chain vouches for it.
         if self.webauthn_allowed_aaguids and not self.webauthn_attestation_roots:

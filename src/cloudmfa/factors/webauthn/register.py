@@ -6,9 +6,11 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cryptography import x509
 from webauthn import generate_registration_options, verify_registration_response
 from webauthn.helpers import options_to_json_dict, parse_attestation_object
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
@@ -140,3 +142,18 @@ def _check_attested_aaguid(
         raise InvalidCode("This service accepts only attested authenticators of approved models.")
     if aaguid.lower() not in rp.allowed_aaguids:
         raise InvalidCode("This authenticator model is not approved here.")
+    # §8.2.1: a certificate that names a model (the id-fido-gen-ce-aaguid extension) must name
+    # this one, or one vendor's certificate would vouch for any of its AAGUIDs.
+    try:
+        leaf = x509.load_der_x509_certificate(statement.x5c[0])
+        named = leaf.extensions.get_extension_for_oid(_FIDO_AAGUID).value
+    except x509.ExtensionNotFound:
+        return
+    except ValueError:
+        raise InvalidCode(MALFORMED) from None
+    value = getattr(named, "value", b"")
+    if value[-16:] != uuid.UUID(aaguid).bytes or len(value) != 18:
+        raise InvalidCode("The attestation certificate names another authenticator model.")
+
+
+_FIDO_AAGUID = x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
