@@ -608,3 +608,12 @@ async def test_a_count_moved_on_after_the_password_step_still_refuses_a_lower_on
         assert_problem(r, 401, "invalid_code")
     r = await verify(api, mfa_token, user.factor_id, user.authenticator.get(options))
     assert claims(assert_authenticated(r)["access_token"])["amr"][-1] == "mfa"
+
+
+async def test_a_locked_account_is_told_only_to_the_holder_of_its_passkey(api: Api) -> None:
+    user = await passkey_user(api, "pklockedforged")
+    async with api.svc.engine.begin() as conn:
+        await user_repo.set_locked(conn, user.id, api.clock.now(), api.clock.now())
+    options = await passkey_options(api)
+    forged = _bad_signature(user.authenticator.get(options["public_key"]))
+    assert_problem(await passkey_verify(api, options["challenge_id"], forged), 401, "invalid_code")

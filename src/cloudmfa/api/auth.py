@@ -235,6 +235,27 @@ class PasskeyVerifyRequest(StrictModel):
     """The `challenge_id` of `/auth/passkey/options` and the `credential` the browser answered
     (PublicKeyCredential.toJSON())."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "challenge_id": "Y2hhbGxlbmdlLWlkLWV4YW1wbGU",
+                    "credential": {
+                        "id": "Y3JlZGVudGlhbC1pZA",
+                        "rawId": "Y3JlZGVudGlhbC1pZA",
+                        "type": "public-key",
+                        "response": {
+                            "clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uZ2V0In0",
+                            "authenticatorData": "SZYN5YgOjGh0NBcPZHZgW4_krrmihjLHmVzzuoMdl2MFAAAAAQ",  # noqa: E501
+                            "signature": "MEUCIQ",
+                            "userHandle": "dXNlci1oYW5kbGU",
+                        },
+                        "clientExtensionResults": {},
+                    },
+                }
+            ]
+        }
+    )
     challenge_id: OpaqueToken
     credential: dict[str, Any]
 

@@ -115,6 +115,7 @@ class DeviceList(BaseModel):
     "/factors",
     summary="List my factors",
     response_model=FactorList,
+    response_model_exclude_unset=True,  # a type's own fields only where it has them
     responses=problem_responses(401, 403),
 )
 async def list_factors(principal: PrincipalDep, svc: ServicesDep) -> FactorList:
@@ -132,6 +133,7 @@ class RenameRequest(StrictModel):
     "/factors/{factor_id}",
     summary="Rename a factor",
     response_model=Factor,
+    response_model_exclude_unset=True,
     responses=problem_responses(401, 403, 404, 422),
 )
 async def rename_factor(

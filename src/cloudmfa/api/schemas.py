@@ -15,9 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     WithJsonSchema,
-    model_serializer,
 )
 
 from cloudmfa.config import ALL_FACTOR_TYPES
@@ -88,7 +86,8 @@ FactorStatus = Annotated[str, _documented_enum(("pending", "active"))]
 class Factor(BaseModel):
     """One of a user's second factors, as its owner and administrators see it: never a secret.
     A passkey (`webauthn`) also says which authenticator holds it, when its AAGUID is a known
-    one, and whether it is synced (backed up) across the user's devices."""
+    one, and whether it is synced (backed up) across the user's devices. Those fields are set
+    only for the types that have them; routes answer with `response_model_exclude_unset`."""
 
     id: str
     type: FactorType
@@ -109,14 +108,6 @@ class Factor(BaseModel):
     transports: list[str] | None = Field(
         default=None, description="webauthn: how the browser reaches the authenticator"
     )
-
-    @model_serializer(mode="wrap")
-    def _common_fields_always(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """The fields of API.md always; a type's own fields only when it has them."""
-        shown: dict[str, Any] = handler(self)
-        return {
-            k: v for k, v in shown.items() if k not in _TYPE_FIELDS or k in self.model_fields_set
-        }
 
     @classmethod
     def of(cls, factor: StoredFactor, details: Mapping[str, Any] | None = None) -> Factor:

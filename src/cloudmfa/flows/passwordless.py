@@ -76,9 +76,6 @@ async def verify(
     if factor is None or user is None or factor.status != "active":
         await _record_failure(svc, info, None, "unknown_credential")
         raise InvalidCode(UNKNOWN)
-    if user.locked_at is not None:
-        await _record_failure(svc, info, user.id, "account_locked")
-        raise AccountLocked(LOCKED)
     try:
         await svc.throttle.reserve(user.email)  # a failure counts like a wrong password
     except RateLimited as exc:
@@ -92,6 +89,12 @@ async def verify(
     except BaseException:
         await svc.throttle.release(user.email)
         raise
+    if user.locked_at is not None:
+        # Said only to the holder of the passkey, as a lock is said only to someone who knows
+        # the password: a credential id alone learns nothing.
+        await svc.throttle.release(user.email)
+        await _record_failure(svc, info, user.id, "account_locked")
+        raise AccountLocked(LOCKED)
     try:
         tokens = await _open_session(svc, info, user, factor.id, verified)
     except BaseException:
