@@ -8,15 +8,18 @@ is why ``amr`` then carries ``user`` and the session counts as multi-factor.
 Files by verb: ``register.py`` (creation options, checking a new credential), ``authenticate.py``
 (request options, checking an assertion), ``credential.py`` (what the factor row keeps),
 ``relying_party.py`` (the settings), ``aaguids.py`` (authenticator names).
+
+``register.py`` and ``authenticate.py`` are imported when first used: py_webauthn brings
+pyOpenSSL and its attestation formats, about 6 MiB, which a worker that never sees a passkey
+does without.
 """
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar
-
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
 from cloudmfa.errors import InvalidCode
 from cloudmfa.factors.base import (
@@ -37,20 +40,15 @@ from cloudmfa.factors.base import (
     Verified,
 )
 from cloudmfa.factors.webauthn.aaguids import authenticator_name
-from cloudmfa.factors.webauthn.authenticate import (
+from cloudmfa.factors.webauthn.credential import (
     DOES_NOT_VERIFY,
-    SignCountWentBack,
-    request_options,
-    user_handle_of,
-    verify_assertion,
+    StoredCredential,
+    base64url_to_bytes,
+    bytes_to_base64url,
+    credential_id_of,
+    lookup_key,
 )
-from cloudmfa.factors.webauthn.credential import StoredCredential, credential_id_of, lookup_key
-from cloudmfa.factors.webauthn.register import (
-    creation_options,
-    new_challenge,
-    verify_registration,
-)
-from cloudmfa.factors.webauthn.relying_party import RelyingParty
+from cloudmfa.factors.webauthn.relying_party import CHALLENGE_BYTES, RelyingParty
 from cloudmfa.store import factors as factor_repo
 from cloudmfa.store.claims import AdvanceCounter, Claim, UseFactor, UseUncounted
 
@@ -58,6 +56,10 @@ DEFAULT_LABEL = "Passkey"
 CLONE_DETECTED = "webauthn.clone_detected"
 NO_CHALLENGE = "Ask for a challenge first; each one is used once."
 TYPE = "webauthn"
+
+
+def new_challenge() -> bytes:
+    return secrets.token_bytes(CHALLENGE_BYTES)
 
 
 def user_handle(user_id: str) -> bytes:
@@ -87,6 +89,8 @@ class WebAuthnFactor:
     # --- enrolment ------------------------------------------------------------------------
 
     async def enrol(self, user: UserRef, factor_id: str, params: EnrolParams) -> Enrolment:
+        from cloudmfa.factors.webauthn.register import creation_options
+
         challenge = new_challenge()
         options = creation_options(
             self.rp,
@@ -104,6 +108,8 @@ class WebAuthnFactor:
     async def activate(
         self, factor: StoredFactor, proof: CredentialProof, kept: Mapping[str, Any] | None
     ) -> Activation:
+        from cloudmfa.factors.webauthn.register import verify_registration
+
         if kept is None:
             raise InvalidCode("This enrolment has expired; start a new one.")
         stored, sign_count = verify_registration(
@@ -121,6 +127,8 @@ class WebAuthnFactor:
     # --- second factor --------------------------------------------------------------------
 
     async def challenge(self, factor: StoredFactor, attempt: LoginAttempt) -> Challenge:
+        from cloudmfa.factors.webauthn.authenticate import request_options
+
         challenge = new_challenge()
         # API.md: allowCredentials lists every credential of the user, so the browser offers
         # whichever authenticator is at hand; verify accepts any of them.
@@ -148,6 +156,8 @@ class WebAuthnFactor:
     # --- passwordless (factors/base.py PasswordlessFactor) --------------------------------
 
     async def passwordless_challenge(self) -> Challenge:
+        from cloudmfa.factors.webauthn.authenticate import request_options
+
         challenge = new_challenge()
         options = request_options(self.rp, challenge=challenge, allowed=(), require_uv=True)
         return Challenge(
@@ -162,6 +172,8 @@ class WebAuthnFactor:
     ) -> Verified:
         # The credential was found by its id; the user handle it answers with must name the
         # same account (§7.2 step 6), so a credential can never sign in to another account.
+        from cloudmfa.factors.webauthn.authenticate import user_handle_of
+
         handle = user_handle_of(proof.credential)
         if handle is None or handle != user_handle(factor.user_id):
             raise InvalidCode(DOES_NOT_VERIFY)
@@ -190,6 +202,8 @@ class WebAuthnFactor:
     def _check(
         self, factor: StoredFactor, proof: CredentialProof, challenge: bytes, *, require_uv: bool
     ) -> Verified:
+        from cloudmfa.factors.webauthn.authenticate import SignCountWentBack, verify_assertion
+
         try:
             assertion = verify_assertion(
                 self.rp,

@@ -15,13 +15,16 @@ from webauthn.helpers.exceptions import InvalidAuthenticationResponse
 from webauthn.helpers.structs import UserVerificationRequirement
 
 from cloudmfa.errors import InvalidCode
-from cloudmfa.factors.webauthn.credential import MALFORMED, StoredCredential, credential_id_of
+from cloudmfa.factors.webauthn.credential import (
+    DOES_NOT_VERIFY,
+    MALFORMED,
+    StoredCredential,
+    credential_id_of,
+)
 from cloudmfa.factors.webauthn.register import descriptor
 from cloudmfa.factors.webauthn.relying_party import CEREMONY_TIMEOUT_S, RelyingParty
 
 log = logging.getLogger("cloudmfa.webauthn")
-
-DOES_NOT_VERIFY = "The credential does not verify."
 
 
 def request_options(

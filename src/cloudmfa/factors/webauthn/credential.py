@@ -9,18 +9,34 @@ hash has a fixed length).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
-
 from cloudmfa.errors import InvalidCode
 
 MALFORMED = "The credential is malformed."
+DOES_NOT_VERIFY = "The credential does not verify."
 # WebAuthn §5.1.2: a credential id is at most 1023 bytes (1364 base64url characters).
 MAX_CREDENTIAL_ID_CHARS = 1364
+
+
+def bytes_to_base64url(data: bytes) -> str:
+    """RFC 4648 §5 without padding, as WebAuthn's JSON forms write bytes. (py_webauthn has the
+    same helper; this module stays free of it, so a worker loads py_webauthn, about 6 MiB with
+    pyOpenSSL, only once it checks a ceremony.)"""
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def base64url_to_bytes(text: str) -> bytes:
+    """The inverse; ValueError for anything that is not base64url."""
+    try:
+        return base64.urlsafe_b64decode(text.encode("ascii") + b"=" * (-len(text) % 4))
+    except (UnicodeEncodeError, binascii.Error) as exc:
+        raise ValueError("not base64url") from exc
 
 
 def lookup_key(credential_id: bytes) -> str:

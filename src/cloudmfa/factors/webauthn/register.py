@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import secrets
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -29,7 +28,6 @@ from cloudmfa.errors import InvalidCode
 from cloudmfa.factors.webauthn.credential import MALFORMED, StoredCredential, credential_id_of
 from cloudmfa.factors.webauthn.relying_party import (
     CEREMONY_TIMEOUT_S,
-    CHALLENGE_BYTES,
     RelyingParty,
 )
 
@@ -41,10 +39,6 @@ ALGORITHMS = [
     COSEAlgorithmIdentifier.EDDSA,
     COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
 ]
-
-
-def new_challenge() -> bytes:
-    return secrets.token_bytes(CHALLENGE_BYTES)
 
 
 def creation_options(

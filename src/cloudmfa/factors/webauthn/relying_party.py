@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from webauthn.helpers.structs import AttestationFormat
+from typing import TYPE_CHECKING
 
 from cloudmfa.config import Settings
+
+if TYPE_CHECKING:
+    from webauthn.helpers.structs import AttestationFormat
 
 # Challenges (§13.4.3) of 32 random bytes, twice the minimum of 16.
 CHALLENGE_BYTES = 32
@@ -43,6 +45,8 @@ class RelyingParty:
 
     def roots_by_format(self) -> dict[AttestationFormat, list[bytes]]:
         """py_webauthn's shape: the same roots for every attestation format."""
+        from webauthn.helpers.structs import AttestationFormat
+
         if not self.attestation_roots:
             return {}
         return {fmt: list(self.attestation_roots) for fmt in AttestationFormat}
