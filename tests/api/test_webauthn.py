@@ -8,6 +8,7 @@ py_webauthn exactly as a browser's would be.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
@@ -17,9 +18,10 @@ from typing import Any
 
 import httpx
 
+import conftest
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import list_events
-from conftest import Api, bearer
+from conftest import Api, bearer, start_api
 from support import assert_authenticated, assert_problem, claims
 from webauthn_authenticator import BE, BS, UP, UV, SoftAuthenticator, b64url, unb64url
 
@@ -617,3 +619,26 @@ async def test_a_locked_account_is_told_only_to_the_holder_of_its_passkey(api: A
     options = await passkey_options(api)
     forged = _bad_signature(user.authenticator.get(options["public_key"]))
     assert_problem(await passkey_verify(api, options["challenge_id"], forged), 401, "invalid_code")
+
+
+async def test_two_sign_ins_racing_on_one_challenge_open_one_session(api: Api) -> None:
+    user = await passkey_user(api, "pkrace", counts=False)  # the count cannot break the tie
+    options = await passkey_options(api)
+    assertion = user.authenticator.get(options["public_key"])
+    answers = await asyncio.gather(
+        *(passkey_verify(api, options["challenge_id"], assertion) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in answers) == [200, 401, 401, 401]
+
+
+async def test_without_the_webauthn_type_passkey_sign_in_is_not_offered(
+    backend: dict[str, Any],
+) -> None:
+    settings = conftest.test_settings(backend, enabled_factors="totp,recovery")
+    app, off = await start_api(settings)
+    async with app.router.lifespan_context(app), off.client:
+        r = await off.client.post("/api/v1/auth/passkey/options", json={})
+        assert_problem(r, 422, "validation_error")
+        _, headers = await off.signed_in("pkoff")
+        r = await off.client.post("/api/v1/me/factors", json={"type": "webauthn"}, headers=headers)
+        assert_problem(r, 422, "validation_error")
