@@ -388,7 +388,7 @@ def test_an_enabled_factor_type_this_release_lacks_fails_in_one_line(
 ) -> None:
     env = clean_env(CLOUDMFA_ENABLED_FACTORS="totp,sms,recovery")
     result = run_cli(command, cwd=tmp_path, env=env)
-    assert_one_line_error(result, "CLOUDMFA_ENABLED_FACTORS", "sms", "totp, recovery")
+    assert_one_line_error(result, "CLOUDMFA_ENABLED_FACTORS", "sms", "totp, webauthn, recovery")
 
 
 @pytest.mark.parametrize(
