@@ -4,6 +4,7 @@ ceilings, side by side on this machine, and write the results under bench/result
 (a) the password step of login            vs (d) argon2id hashes/s on both cores
 (b) the TOTP verify step alone            vs (e) a bare asyncpg UPDATE … RETURNING endpoint
 (c) the full two-step login                  (f) (b)'s round trips and crypto, nothing else
+(h) the verify step with a passkey assertion, each round right after (b)'s (bench/passkeys.py)
 
 Each of (a)–(c) runs on SQLite and on PostgreSQL, both with Redis (two workers need it).
 """
@@ -37,7 +38,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import floor_app  # noqa: E402
+from bench import floor_app, passkeys  # noqa: E402
 from bench.loadgen import LoadResult, Send, run_load, run_scenario  # noqa: E402
 from cloudmfa.config import Settings  # noqa: E402
 from cloudmfa.factors.base import StoredFactor  # noqa: E402
@@ -485,6 +486,10 @@ async def measure_backend(
     }
     log(f"[{name}] provisioning {sum(sizes.values())} users with TOTP")
     users = await provision(settings, sum(sizes.values()))
+    passkey_users: list[tuple[str, ...]] = []
+    if "h" in args.only:
+        log(f"[{name}] provisioning {args.users + WARMUP_VERIFIES} users with a passkey")
+        passkey_users = await passkeys.provision(settings, args.users + WARMUP_VERIFIES, PASSWORD)
     if ceilings is not None:
         await settle(ceilings.dsn)
     pools: dict[str, list[User4]] = {}
@@ -507,6 +512,9 @@ async def measure_backend(
                 runs.append(await measure_password_step(port, pools["a"], share, args))
             out["a_password_step"] = summarise_rounds(runs)
             out["a_password_step"]["worker_rss_mib"] = workers_rss(server)
+        h = PasskeyRounds(name, port, passkey_users, settings, args, rounds)
+        if "h" in args.only:
+            await h.warm_up()
         if "b" in args.only:
             warmup, pools["b"] = pools["b"][:WARMUP_VERIFIES], pools["b"][WARMUP_VERIFIES:]
             await measure_totp_verify(port, warmup, settings, args)
@@ -523,13 +531,60 @@ async def measure_backend(
                 runs.append(await verify_load(port, users_b, tokens, args))
                 if ceilings:
                     await ceilings.lean(share, ("e1", "f"))
+                if "h" in args.only:
+                    await h.round(r)  # in the same round as (b), after its ceilings
             out["b_totp_verify"] = summarise_rounds(runs)
             out["b_totp_verify"]["worker_rss_mib"] = workers_rss(server)
+        elif "h" in args.only:
+            for r in range(rounds):
+                await h.round(r)
+        if h.runs:
+            out["h_passkey_verify"] = summarise_rounds(h.runs)
+            out["h_passkey_verify"]["worker_rss_mib"] = workers_rss(server)
         if "c" in args.only:
             log(f"[{name}] (c) full two-step login, {args.duration}s at {args.concurrency} clients")
             out["c_full_login"] = summarise(await measure_full_login(port, pools["c"], args))
             out["c_full_login"]["worker_rss_mib"] = workers_rss(server)
     return out
+
+
+class PasskeyRounds:
+    """(h): as (b), with a WebAuthn assertion instead of a TOTP code (bench/passkeys.py); each
+    round runs in one of (b)'s rounds, so that their ratio is taken side by side."""
+
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        users: list[tuple[str, ...]],
+        settings: Settings,
+        args: argparse.Namespace,
+        rounds: int,
+    ) -> None:
+        self.name, self.port, self.settings, self.args = name, port, settings, args
+        self.warmup, self.users = users[:WARMUP_VERIFIES], users[WARMUP_VERIFIES:]
+        self.chunk = len(self.users) // rounds
+        self.runs: list[LoadResult] = []
+
+    async def warm_up(self) -> None:
+        bodies = await passkeys.prepare_verifies(self.settings, self.warmup)
+        await _load_bodies(self.port, bodies, self.args)
+
+    async def round(self, r: int) -> None:
+        pool = self.users[r * self.chunk : (r + 1) * self.chunk]
+        bodies = await passkeys.prepare_verifies(self.settings, pool)
+        log(f"[{self.name}] (h) passkey verify step, {len(bodies)} prepared assertions")
+        self.runs.append(await _load_bodies(self.port, bodies, self.args))
+
+
+async def _load_bodies(port: int, bodies: list[bytes], args: argparse.Namespace) -> LoadResult:
+    return await run_load(
+        host="127.0.0.1",
+        port=port,
+        make_request=lambda i: ("POST", "/api/v1/auth/verify", bodies[i]),
+        total=len(bodies),
+        concurrency=args.concurrency,
+    )
 
 
 def summarise_rounds(runs: list[LoadResult]) -> dict[str, Any]:
@@ -606,6 +661,7 @@ def table(results: dict[str, Any]) -> str:
         "a_password_step": ("(a) password step", d, "(d)", "a/d"),
         "b_totp_verify": ("(b) TOTP verify step", e, "(e)", "b/e"),
         "c_full_login": ("(c) full two-step login", 0.0, "", ""),
+        "h_passkey_verify": ("(h) passkey verify step", 0.0, "", ""),
     }
     lines = [
         f"cloudmfa benchmark, {results['started_at']}, {results['machine']['cpus']} cores "
@@ -753,6 +809,7 @@ def _pairs(results: dict[str, Any]) -> dict[str, list[float]]:
         "e": results.get("e_lean_ceiling", {}).get("round_rates", []),
         "e1": results.get("e1_no_pool_reset", {}).get("round_rates", []),
         "f": results.get("f_verify_floor", {}).get("round_rates", []),
+        "h": pg.get("h_passkey_verify", {}).get("round_rates", []),
     }
     return {
         "a/d": paired_ratios(rates["a"], rates["d"]),
@@ -760,6 +817,9 @@ def _pairs(results: dict[str, Any]) -> dict[str, list[float]]:
         "b/e1": paired_ratios(rates["b"], rates["e1"]),
         "f/e": paired_ratios(rates["f"], rates["e"]),
         "b/f": paired_ratios(rates["b"], rates["f"]),
+        # A passkey's verify step against TOTP's: it should cost at most a quarter more
+        # (h/b at least 80 %).
+        "h/b": paired_ratios(rates["h"], rates["b"]),
     }
 
 
@@ -772,7 +832,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=6000, help="users per pool (three pools)")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--only", default="abcdef", help="measurements to run (letters a-f)")
+    parser.add_argument("--only", default="abcdefh", help="measurements to run (letters a-f and h)")
     parser.add_argument(
         "--rounds",
         type=int,

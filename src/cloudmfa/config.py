@@ -82,6 +82,16 @@ class Settings(BaseSettings):
     mfa_max_attempts: int = Field(default=5, ge=1, le=20)
     mfa_max_sends: int = Field(default=5, ge=1, le=20)  # codes sent per mfa_token
     remember_device_days: int = Field(default=30, ge=0, le=400)
+    # WebAuthn (factors/webauthn/): the relying party is the registrable domain passkeys are
+    # bound to; the origins are the pages allowed to use them (default: the public URL).
+    webauthn_rp_id: str = "localhost"
+    webauthn_rp_name: str | None = None  # what the browser shows; defaults to the issuer
+    webauthn_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    webauthn_user_verification: Literal["required", "preferred"] = "required"
+    webauthn_attestation: Literal["none", "direct"] = "none"
+    # With `direct`: the AAGUIDs accepted (empty: any), checked against these root certificates
+    webauthn_allowed_aaguids: Annotated[tuple[str, ...], NoDecode] = ()
+    webauthn_attestation_roots: str | None = None  # a PEM file of root certificates
 
     # Throttling
     login_max_failures: int = Field(default=10, ge=1, le=100)
@@ -151,6 +161,61 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("webauthn_origins", "webauthn_allowed_aaguids", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("webauthn_allowed_aaguids")
+    @classmethod
+    def _aaguids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import uuid
+
+        try:
+            return tuple(str(uuid.UUID(aaguid)) for aaguid in value)
+        except ValueError:
+            raise ValueError("each AAGUID must be a UUID") from None
+
+    @model_validator(mode="after")
+    def _origins_within_rp_id(self) -> Settings:
+        """Each configured WebAuthn origin is a bare origin on the rp id or a subdomain of it,
+        over HTTPS unless on localhost: a browser refuses any other, so say so at start."""
+        from urllib.parse import urlsplit
+
+        rp_id = self.webauthn_rp_id.lower()
+        for origin in self.webauthn_origins:
+            parts = urlsplit(origin)
+            host = (parts.hostname or "").lower()
+            bare = parts.scheme in ("https", "http") and host and not parts.path.strip("/")
+            local = host == "localhost" or host.endswith(".localhost")
+            if not bare or (parts.scheme == "http" and not local):
+                raise ValueError(
+                    f"CLOUDMFA_WEBAUTHN_ORIGINS: {origin!r} is not an https:// origin "
+                    "(scheme, host and port only; http only on localhost)"
+                )
+            if host != rp_id and not host.endswith("." + rp_id):
+                raise ValueError(
+                    f"CLOUDMFA_WEBAUTHN_ORIGINS: {origin!r} is not on the relying party "
+                    f"{rp_id!r} (CLOUDMFA_WEBAUTHN_RP_ID) or a subdomain of it"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _attestation_roots_with_allow_list(self) -> Settings:
+        # An AAGUID is only the authenticator's word until a certificate chain vouches for it.
+        if self.webauthn_allowed_aaguids and not self.webauthn_attestation_roots:
+            raise ValueError(
+                "CLOUDMFA_WEBAUTHN_ALLOWED_AAGUIDS needs CLOUDMFA_WEBAUTHN_ATTESTATION_ROOTS "
+                "(the root certificates that vouch for an authenticator's AAGUID)"
+            )
+        if self.webauthn_allowed_aaguids and self.webauthn_attestation != "direct":
+            raise ValueError(
+                "CLOUDMFA_WEBAUTHN_ALLOWED_AAGUIDS needs CLOUDMFA_WEBAUTHN_ATTESTATION=direct"
+            )
+        return self
+
     @field_validator("ip_rate_limit")
     @classmethod
     def _rate_limit_syntax(cls, value: str) -> str:
@@ -198,6 +263,17 @@ class Settings(BaseSettings):
         if self.password_min_length is not None:
             return self.password_min_length
         return 15 if self.mfa_policy is MfaPolicy.OPTIONAL else 12
+
+    @property
+    def effective_webauthn_origins(self) -> tuple[str, ...]:
+        """The origins a WebAuthn ceremony may come from: those configured, else the public
+        URL's origin."""
+        if self.webauthn_origins:
+            return self.webauthn_origins
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.public_url)
+        return (f"{parts.scheme}://{parts.netloc}",)
 
     @property
     def jwt_issuer(self) -> str:

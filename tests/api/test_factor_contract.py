@@ -305,5 +305,6 @@ def test_an_enabled_type_that_is_not_built_stops_the_service_with_a_clear_messag
 def test_the_default_enabled_types_are_the_built_ones() -> None:
     from cloudmfa.config import Settings
 
-    assert {"totp", "sms", "email", "recovery"} <= set(Settings(_env_file=None).enabled_factors)  # type: ignore[call-arg]
+    enabled = set(Settings(_env_file=None).enabled_factors)  # type: ignore[call-arg]
+    assert {"totp", "sms", "email", "webauthn", "recovery"} <= enabled
     assert set(Settings(_env_file=None).enabled_factors) == set(FACTORIES)  # type: ignore[call-arg]

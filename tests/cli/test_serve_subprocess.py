@@ -388,9 +388,9 @@ def test_an_enabled_factor_type_this_release_lacks_fails_in_one_line(
 ) -> None:
     from cloudmfa.factors.registry import FACTORIES
 
-    env = clean_env(CLOUDMFA_ENABLED_FACTORS="totp,webauthn,recovery")
+    env = clean_env(CLOUDMFA_ENABLED_FACTORS="totp,yubico-otp,recovery")
     result = run_cli(command, cwd=tmp_path, env=env)
-    assert_one_line_error(result, "CLOUDMFA_ENABLED_FACTORS", "webauthn", ", ".join(FACTORIES))
+    assert_one_line_error(result, "CLOUDMFA_ENABLED_FACTORS", "yubico-otp", ", ".join(FACTORIES))
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,14 @@ from cloudmfa.factors.base import (
     PublicKeyRequest,
     SendMessage,
 )
-from cloudmfa.flows import login, password_reset, second_factor, self_service, sessions
+from cloudmfa.flows import (
+    login,
+    password_reset,
+    passwordless,
+    second_factor,
+    self_service,
+    sessions,
+)
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])  # per-IP limit: api/ip_limit.py
 
@@ -219,6 +226,77 @@ async def verify_route(body: VerifyRequest, svc: ServicesDep, info: InfoDep) -> 
         remember_device=body.remember_device,
     )
     return TokenResponse.of(result.tokens, device_token=result.device_token)
+
+
+class PasskeyOptionsResponse(BaseModel):
+    """A single-use challenge for a passkey sign-in. The options list no credentials, so the
+    browser offers every passkey the user holds for this site: behind a button
+    (`navigator.credentials.get({publicKey})`) or in the autofill of a field marked
+    `autocomplete="username webauthn"` (`mediation: "conditional"`)."""
+
+    challenge_id: str
+    public_key: dict[str, Any] = Field(description="PublicKeyCredentialRequestOptionsJSON")
+
+
+class PasskeyVerifyRequest(StrictModel):
+    """The `challenge_id` of `/auth/passkey/options` and the `credential` the browser answered
+    (PublicKeyCredential.toJSON())."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "challenge_id": "Y2hhbGxlbmdlLWlkLWV4YW1wbGU",
+                    "credential": {
+                        "id": "Y3JlZGVudGlhbC1pZA",
+                        "rawId": "Y3JlZGVudGlhbC1pZA",
+                        "type": "public-key",
+                        "response": {
+                            "clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uZ2V0In0",
+                            "authenticatorData": "SZYN5YgOjGh0NBcPZHZgW4_krrmihjLHmVzzuoMdl2MFAAAAAQ",  # noqa: E501
+                            "signature": "MEUCIQ",
+                            "userHandle": "dXNlci1oYW5kbGU",
+                        },
+                        "clientExtensionResults": {},
+                    },
+                }
+            ]
+        }
+    )
+    challenge_id: OpaqueToken
+    credential: dict[str, Any]
+
+
+@router.post(
+    "/passkey/options",
+    summary="Start a passwordless sign-in with a passkey",
+    response_model=PasskeyOptionsResponse,
+    responses=problem_responses(422, 429),
+)
+async def passkey_options_route(svc: ServicesDep) -> PasskeyOptionsResponse:
+    """Request options for a discoverable credential (no `allowCredentials`), with user
+    verification required, and the id of their challenge: valid about five minutes, once."""
+    result = await passwordless.options(svc)
+    return PasskeyOptionsResponse(challenge_id=result.challenge_id, public_key=result.public_key)
+
+
+@router.post(
+    "/passkey/verify",
+    summary="Complete a passwordless sign-in with a passkey",
+    response_model=TokenResponse,
+    response_model_exclude_none=True,
+    responses=problem_responses(401, 403, 422, 429),
+)
+async def passkey_verify_route(
+    body: PasskeyVerifyRequest, svc: ServicesDep, info: InfoDep
+) -> TokenResponse:
+    """The credential names its account (its user handle); it must verify with user
+    verification. Tokens with amr `["hwk", "user", "mfa"]` and acr `phr`; a credential that
+    does not verify, or a challenge that expired or was used, answers 401 `invalid_code`."""
+    tokens = await passwordless.verify(
+        svc, info, body.challenge_id, CredentialProof(body.credential)
+    )
+    return TokenResponse.of(tokens)
 
 
 @router.post(

@@ -115,12 +115,34 @@ class DeviceList(BaseModel):
     "/factors",
     summary="List my factors",
     response_model=FactorList,
+    response_model_exclude_unset=True,  # a type's own fields only where it has them
     responses=problem_responses(401, 403),
 )
 async def list_factors(principal: PrincipalDep, svc: ServicesDep) -> FactorList:
     """The caller's second factors, pending and active; secrets never appear here."""
-    stored = await enrolment.list_factors(svc, principal)
-    return FactorList(factors=[Factor.of(f) for f in stored])
+    listed = await enrolment.list_factors(svc, principal)
+    return FactorList(factors=[Factor.of(f, svc.factor_types.owner_details(f)) for f in listed])
+
+
+class RenameRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"label": "Work laptop"}]})
+    label: Annotated[CleanStr, Field(min_length=1, max_length=100)]
+
+
+@router.patch(
+    "/factors/{factor_id}",
+    summary="Rename a factor",
+    response_model=Factor,
+    response_model_exclude_unset=True,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def rename_factor(
+    factor_id: str, body: RenameRequest, principal: PrincipalDep, svc: ServicesDep, info: InfoDep
+) -> Factor:
+    """A new label (what the login step and this list show). Needs step-up, as removing
+    does: a stolen session must not relabel a factor to mislead its owner."""
+    renamed = await enrolment.rename(svc, principal, info, parse_id(factor_id), body.label)
+    return Factor.of(renamed, svc.factor_types.owner_details(renamed))
 
 
 @router.post(

@@ -6,10 +6,17 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
 from cloudmfa.config import ALL_FACTOR_TYPES
 from cloudmfa.errors import NotFound, ValidationFailed, error_classes, error_codes
@@ -77,7 +84,10 @@ FactorStatus = Annotated[str, _documented_enum(("pending", "active"))]
 
 
 class Factor(BaseModel):
-    """One of a user's second factors, as its owner and administrators see it: never a secret."""
+    """One of a user's second factors, as its owner and administrators see it: never a secret.
+    A passkey (`webauthn`) also says which authenticator holds it, when its AAGUID is a known
+    one, and whether it is synced (backed up) across the user's devices. Those fields are set
+    only for the types that have them; routes answer with `response_model_exclude_unset`."""
 
     id: str
     type: FactorType
@@ -85,9 +95,22 @@ class Factor(BaseModel):
     status: FactorStatus
     created_at: datetime
     last_used_at: datetime | None
+    authenticator: str | None = Field(
+        default=None, description="webauthn: the authenticator's name, when its AAGUID is known"
+    )
+    aaguid: str | None = Field(default=None, description="webauthn: the authenticator's model")
+    backup_eligible: bool | None = Field(
+        default=None, description="webauthn: a passkey that can be synced (multi-device)"
+    )
+    synced: bool | None = Field(
+        default=None, description="webauthn: backed up (synced) when it was registered"
+    )
+    transports: list[str] | None = Field(
+        default=None, description="webauthn: how the browser reaches the authenticator"
+    )
 
     @classmethod
-    def of(cls, factor: StoredFactor) -> Factor:
+    def of(cls, factor: StoredFactor, details: Mapping[str, Any] | None = None) -> Factor:
         return cls(
             id=factor.id,
             type=factor.type,
@@ -95,7 +118,11 @@ class Factor(BaseModel):
             status=factor.status,
             created_at=factor.created_at,
             last_used_at=factor.last_used_at,
+            **{k: v for k, v in (details or {}).items() if k in _TYPE_FIELDS},
         )
+
+
+_TYPE_FIELDS = frozenset({"authenticator", "aaguid", "backup_eligible", "synced", "transports"})
 
 
 class Problem(BaseModel):

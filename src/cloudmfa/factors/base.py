@@ -170,6 +170,17 @@ def expect_proof(proof: ProofInput, kind: type[P]) -> P:
     return proof
 
 
+class FlaggedProof(InvalidCode):
+    """A proof refused for a reason the audit trail must show beside the failure (a WebAuthn
+    signature count that went backwards: a cloned authenticator). The answer is the same 401
+    as for any wrong proof; the flow records ``event`` with ``details``."""
+
+    def __init__(self, detail: str, *, event: str, details: Mapping[str, Any]) -> None:
+        super().__init__(detail)
+        self.event = event
+        self.details = dict(details)
+
+
 class EnrolParams(BaseModel):
     """The enrolment parameters every type takes; a type that takes more subclasses it."""
 
@@ -179,6 +190,7 @@ class EnrolParams(BaseModel):
 
 ParamsKind = type[EnrolParams]
 CodeProofKind = type[CodeProof]
+CredentialProofKind = type[CredentialProof]
 
 
 # --- what a factor type gives back ------------------------------------------------------------
@@ -291,6 +303,38 @@ class FactorType(Protocol):
         ...
 
     def describe(self, factor: StoredFactor) -> OfferedFactor: ...
+
+
+# --- optional abilities of a factor type -------------------------------------------------------
+
+
+class PasswordlessFactor(Protocol):
+    """A type whose proof names its own account (a discoverable WebAuthn credential, whose
+    answer carries the user handle), so that it can sign in with no password (API.md
+    "Passwordless login with a passkey"). Its ``verify_passwordless`` must itself prove more
+    than one factor (possession and user verification): the session counts as multi-factor."""
+
+    type: ClassVar[str]
+
+    async def passwordless_challenge(self) -> Challenge:
+        """Options that let the user pick any of their credentials, and what to keep."""
+        ...
+
+    def lookup_key_of(self, proof: CredentialProof) -> str:
+        """The lookup key of the factor the proof names (raise InvalidCode when it names
+        none)."""
+        ...
+
+    async def verify_passwordless(
+        self, factor: StoredFactor, proof: CredentialProof, kept: Mapping[str, Any]
+    ) -> Verified: ...
+
+
+class OwnerDetails(Protocol):
+    """A type that shows its owner more than the common fields in ``/me/factors`` (a passkey's
+    authenticator name and backup state). Never a secret."""
+
+    def owner_details(self, factor: StoredFactor) -> Mapping[str, Any]: ...
 
 
 class BackupFactor(Protocol):

@@ -6,19 +6,30 @@ only ever talk to the registry and never import a factor package.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.config import Settings
-from cloudmfa.factors.base import BackupFactor, FactorDeps, FactorType, OfferedFactor, StoredFactor
+from cloudmfa.factors.base import (
+    BackupFactor,
+    FactorDeps,
+    FactorType,
+    OfferedFactor,
+    OwnerDetails,
+    PasswordlessFactor,
+    StoredFactor,
+)
 from cloudmfa.factors.email import EmailFactor
 from cloudmfa.factors.recovery import RecoveryCodes
 from cloudmfa.factors.sms import SmsFactor
 from cloudmfa.factors.totp import TotpFactor
 from cloudmfa.factors.totp.verify import TotpParameters
+from cloudmfa.factors.webauthn import WebAuthnFactor
+from cloudmfa.factors.webauthn.relying_party import RelyingParty
 from cloudmfa.store import factors as factor_repo
 
 FactorFactory = Callable[[Settings, FactorDeps], FactorType | BackupFactor]
@@ -40,6 +51,7 @@ FACTORIES: dict[str, FactorFactory] = {
         webotp_host=urlsplit(settings.public_url).hostname or "localhost",
     ),
     "email": lambda settings, deps: EmailFactor(deps, digits=settings.otp_digits),
+    "webauthn": lambda settings, deps: WebAuthnFactor(deps, RelyingParty.from_settings(settings)),
     "recovery": lambda _settings, deps: RecoveryCodes(deps),
 }
 
@@ -99,6 +111,22 @@ class FactorTypes:
         if self.backup is not None and factor_id == self.backup.factor_id:
             return self.backup
         return None
+
+    @property
+    def passwordless(self) -> PasswordlessFactor | None:
+        """The enabled type that signs in without a password (factors/base.py), if any."""
+        for built in self.types.values():
+            if hasattr(built, "passwordless_challenge"):
+                return built  # type: ignore[return-value]
+        return None
+
+    def owner_details(self, factor: StoredFactor) -> Mapping[str, Any]:
+        """What the factor's type shows its owner beyond the common fields (may be empty)."""
+        kind = self.types.get(factor.type)
+        if kind is None or not hasattr(kind, "owner_details"):
+            return {}
+        described: OwnerDetails = kind  # type: ignore[assignment]
+        return described.owner_details(factor)
 
     async def count_active(self, conn: AsyncConnection, user_id: str) -> int:
         """Active factors of the types this deployment offers (disabled types do not count)."""

@@ -111,6 +111,13 @@ class SecondFactors(Principals, Passwords, Protocol):
     def sign_ins(self) -> SignInStore: ...
 
 
+class PasskeySignIns(Principals, Passwords, Protocol):
+    """Passwordless sign-in with a passkey (flows/passwordless.py)."""
+
+    @property
+    def sign_ins(self) -> SignInStore: ...
+
+
 class Enrolling(Principals, Configured, Ephemeral, Protocol):
     """Adding, activating and removing factors (flows/enrolment.py)."""
 

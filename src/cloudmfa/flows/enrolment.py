@@ -242,6 +242,24 @@ async def _flip_to_active(
         raise ValidationFailed("This factor is already active.")
 
 
+async def rename(
+    svc: Enrolling, principal: Principal, info: RequestInfo, factor_id: str, label: str
+) -> StoredFactor:
+    await require_recent_authentication(svc, principal)  # the step-up rules of removal
+    user_id = principal.user.id
+    async with svc.engine.begin() as conn:
+        if not await factor_repo.set_label(conn, factor_id, user_id, label):
+            raise NotFound("No such factor.")
+        await record(
+            conn,
+            svc.clock.now(),
+            _event(principal, info, "factor.renamed", factor_id=factor_id),
+        )
+        renamed = await factor_repo.get_factor(conn, factor_id, user_id)
+    assert renamed is not None
+    return renamed
+
+
 async def remove(svc: Enrolling, principal: Principal, info: RequestInfo, factor_id: str) -> None:
     await require_recent_authentication(svc, principal)
     user_id = principal.user.id

@@ -15,6 +15,7 @@ from datetime import timedelta
 from cloudmfa.errors import AccountLocked, InvalidCode, MfaTokenExpired, RateLimited
 from cloudmfa.factors.base import (
     ChallengeOutcome,
+    FlaggedProof,
     NothingToSend,
     OfferedFactor,
     ProofInput,
@@ -183,8 +184,8 @@ async def verify(
             return await _verify_and_open_session(
                 svc, info, attempt, factor_id, proof, remember_device
             )
-        except InvalidCode:
-            await _record_failure(svc, info, attempt, factor_id)
+        except InvalidCode as refused:
+            await _record_failure(svc, info, attempt, factor_id, refused)
             if tries >= max_tries:
                 await svc.attempts.end(attempt)
             raise
@@ -326,15 +327,25 @@ async def _withdraw(svc: SecondFactors, info: RequestInfo, completion: Completio
 
 
 async def _record_failure(
-    svc: SecondFactors, info: RequestInfo, attempt: AttemptRecord, factor_id: str
+    svc: SecondFactors,
+    info: RequestInfo,
+    attempt: AttemptRecord,
+    factor_id: str,
+    refused: InvalidCode,
 ) -> None:
-    await record_separately(
-        svc,
+    events = [
         info.event(
             "mfa.failed",
             subject_id=attempt.user_id,
             outcome="failure",
             factor_id=factor_id,
             factor_type=attempt.offered.get(factor_id),
-        ),
-    )
+        )
+    ]
+    if isinstance(refused, FlaggedProof):  # e.g. webauthn.clone_detected
+        events.append(
+            info.event(
+                refused.event, subject_id=attempt.user_id, outcome="failure", **refused.details
+            )
+        )
+    await record_separately(svc, *events)

@@ -82,6 +82,31 @@ class UseFactor:
         return {"claim_factor_id": self.factor_id}
 
 
+@dataclass(frozen=True, slots=True)
+class UseUncounted:
+    """A WebAuthn assertion whose signature count is 0 (an authenticator that keeps none, as
+    most synced passkeys): spendable while the stored count is still 0 (or unset). Once a
+    count has been seen the credential's key is in a counting authenticator, and a 0 means a
+    copy of it (WebAuthn §6.1.1). The challenge the assertion answered was single use."""
+
+    factor_id: str
+
+    @staticmethod
+    def template() -> Update:
+        return (
+            update(factors)
+            .where(
+                factors.c.id == bindparam("claim_factor_id"),
+                # A literal: the store binds only the claim_ parameters (store/sign_in.py)
+                or_(factors.c.counter.is_(None), factors.c.counter == literal_column("0")),
+            )
+            .values(last_used_at=bindparam("claim_now"))
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {"claim_factor_id": self.factor_id}
+
+
 @functools.cache
 def runnable(claim_type: type[Claim]) -> Update:
     """The claim as the store runs it: for an unlocked account only (locking ends pending

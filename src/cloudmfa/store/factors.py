@@ -18,6 +18,9 @@ from cloudmfa.store.models import factors
 _GET_FACTOR = select(factors).where(
     factors.c.id == bindparam("b_id"), factors.c.user_id == bindparam("b_user_id")
 )
+_BY_LOOKUP_KEY = select(factors).where(
+    factors.c.type == bindparam("b_type"), factors.c.lookup_key == bindparam("b_lookup_key")
+)
 _ACTIVE_OF_TYPES = (
     select(factors)
     .where(
@@ -75,6 +78,16 @@ async def insert_factor(conn: AsyncConnection, factor: StoredFactor) -> None:
 
 async def get_factor(conn: AsyncConnection, factor_id: str, user_id: str) -> StoredFactor | None:
     row = (await conn.execute(_GET_FACTOR, {"b_id": factor_id, "b_user_id": user_id})).first()
+    return factor_from_row(row._mapping) if row else None
+
+
+async def get_by_lookup_key(
+    conn: AsyncConnection, factor_type: str, lookup_key: str
+) -> StoredFactor | None:
+    """The factor of this type holding this lookup key (unique per type), whoever owns it:
+    a passkey's credential id names its account."""
+    params = {"b_type": factor_type, "b_lookup_key": lookup_key}
+    row = (await conn.execute(_BY_LOOKUP_KEY, params)).first()
     return factor_from_row(row._mapping) if row else None
 
 
@@ -140,6 +153,15 @@ async def activate(
         return (await conn.execute(stmt)).first() is not None
     except IntegrityError as exc:
         raise DuplicateLookupKey(lookup_key) from exc
+
+
+async def set_label(conn: AsyncConnection, factor_id: str, user_id: str, label: str) -> bool:
+    stmt = (
+        update(factors)
+        .where(factors.c.id == factor_id, factors.c.user_id == user_id)
+        .values(label=label)
+    )
+    return bool((await conn.execute(stmt)).rowcount)
 
 
 async def delete_factor(conn: AsyncConnection, factor_id: str, user_id: str) -> bool:
