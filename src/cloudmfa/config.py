@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     log_level: str = "info"
     log_format: Literal["console", "json"] = "console"
-    shutdown_grace_s: float = Field(default=30, ge=0, le=3600)  # in-flight requests on SIGTERM
+    shutdown_grace_s: int = Field(default=30, ge=0, le=3600)  # in-flight requests on SIGTERM
 
     @field_validator("enabled_factors", mode="before")
     @classmethod

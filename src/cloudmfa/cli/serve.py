@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import errno
 import os
 import shutil
@@ -16,6 +15,7 @@ from typing import Any
 from cloudmfa.cli.common import CliError, load_settings, run_async
 from cloudmfa.cli.maintenance import migrate_database
 from cloudmfa.config import Settings
+from cloudmfa.logs import logging_config
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -42,18 +42,6 @@ def _check_tls(cert: str | None, key: str | None) -> None:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
     except (ssl.SSLError, ValueError) as exc:
         raise CliError(f"the TLS certificate and key do not load: {exc}") from None
-
-
-def _log_config(level: str) -> dict[str, Any]:
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["cloudmfa"] = {
-        "handlers": ["default"],
-        "level": level.upper(),
-        "propagate": False,
-    }
-    return config
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -108,8 +96,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
             forwarded_allow_ips=trusted or None,
             server_header=False,
             ws="none",  # no WebSocket routes: not loading uvicorn's saves ~1 MiB a worker
-            log_config=_log_config(settings.log_level),
+            log_config=logging_config(settings.log_level, settings.log_format),
             log_level=settings.log_level,
+            access_log=False,  # the edge middleware logs each request (cloudmfa.access)
+            # SIGTERM: stop accepting, let requests in flight finish for this long, then stop.
+            timeout_graceful_shutdown=settings.shutdown_grace_s,
         )
     finally:
         if metrics_dir is not None:
