@@ -49,7 +49,13 @@ def formatter(log_format: LogFormat = "console") -> structlog.stdlib.ProcessorFo
     if log_format == "json":
         last = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        last = [structlog.dev.ConsoleRenderer(colors=False)]
+        # The standard library's traceback: structlog would use rich's where installed, which
+        # prints each frame's local variables (a password among them, perhaps).
+        last = [
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=pre_chain,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],

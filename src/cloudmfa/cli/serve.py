@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import shutil
 import socket
 import ssl
-import sys
 import tempfile
 from typing import Any
 
 from cloudmfa.cli.common import CliError, load_settings, run_async
 from cloudmfa.cli.maintenance import migrate_database
 from cloudmfa.config import Settings
+from cloudmfa.logs import configure as configure_logging
 from cloudmfa.logs import logging_config
+
+log = logging.getLogger("cloudmfa.cli")
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -48,6 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     settings = load_settings()
+    # The lines written before uvicorn starts take the same form as every later one.
+    configure_logging(settings.log_level, settings.log_format)
     workers = args.workers if args.workers is not None else (1 if settings.is_sqlite else 2)
     if workers < 1:
         raise CliError("--workers must be at least 1")
@@ -62,16 +67,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     _default_public_url(settings, port=args.port, tls=bool(args.tls_cert))
     if settings.auto_migrate:
         revision = run_async(lambda: migrate_database(settings))
-        print(f"cloudmfa: database schema at revision {revision}", file=sys.stderr)
+        log.info("database schema at revision %s", revision)
         # Done once here, so the workers do not all race to do it again.
         os.environ["CLOUDMFA_AUTO_MIGRATE"] = "false"
     else:
         run_async(lambda: _check_database(settings))
     if settings.is_sqlite and workers > 1:
-        print(
-            "cloudmfa: warning: several workers writing one SQLite file stall each other; "
-            "use PostgreSQL for more than one worker",
-            file=sys.stderr,
+        log.warning(
+            "several workers writing one SQLite file stall each other; "
+            "use PostgreSQL for more than one worker"
         )
     if workers > 1 and settings.hash_threads is None:
         # Each worker hashes on its share of the cores (measured in bench/: more hashes in
