@@ -8,7 +8,9 @@ as files, Swagger UI 5, for exactly this); the page and its start-up script are 
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -19,15 +21,21 @@ from cloudmfa.errors import NotFound
 router = APIRouter(include_in_schema=False)
 
 _PAGE = files("cloudmfa.api.docs_page")
-_SWAGGER_UI = files("fastapi_offline") / "static"
-# The only files served under /docs/assets, by name: nothing else of the disk is reachable.
-ASSETS = {
-    "swagger-ui-bundle.js": _SWAGGER_UI / "swagger-ui-bundle.js",
-    "swagger-ui.css": _SWAGGER_UI / "swagger-ui.css",
-    "init.js": _PAGE / "init.js",
-}
 _MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css"}
 _ASSET_MAX_AGE_S = 3600
+
+
+@cache
+def assets() -> dict[str, Traversable]:
+    """The only files served under /docs/assets, by name: nothing else of the disk is
+    reachable. Looked up at the first request for one: a worker that never serves /docs does not
+    import the package that ships them."""
+    swagger_ui = files("fastapi_offline") / "static"
+    return {
+        "swagger-ui-bundle.js": swagger_ui / "swagger-ui-bundle.js",
+        "swagger-ui.css": swagger_ui / "swagger-ui.css",
+        "init.js": _PAGE / "init.js",
+    }
 
 
 @router.get("/docs")
@@ -38,7 +46,7 @@ async def docs_page() -> HTMLResponse:
 
 @router.get("/docs/assets/{name}")
 async def docs_asset(name: str) -> FileResponse:
-    asset = ASSETS.get(name)
+    asset = assets().get(name)
     if asset is None:
         raise NotFound("No such file.")
     path = Path(str(asset))
