@@ -4,10 +4,12 @@ whose preflights never count against the per-IP limit."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
 from conftest import Api, start_api
@@ -123,3 +125,18 @@ async def test_no_cors_without_configured_origins(backend: dict[str, Any]) -> No
         r = await api.client.options("/api/v1/auth/login", headers=preflight(APP_ORIGIN))
         assert "access-control-allow-origin" not in r.headers
         assert_problem(r, 405, "method_not_allowed")
+
+
+async def test_the_access_line_names_the_request_and_cannot_be_forged(
+    edge_api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    user, headers = await edge_api.signed_in("access-line")
+    with caplog.at_level(logging.INFO, logger="cloudmfa.access"):
+        await edge_api.client.get("/api/v1/me", headers={**headers, "X-Request-ID": "line-1"})
+        await edge_api.client.get("/nope%0A2026-01-01 [info] forged%0D", params={"t": "secret"})
+    me, forged = (r for r in caplog.records if r.name == "cloudmfa.access")
+    assert (me.route, me.status, me.user_id) == ("/api/v1/me", 200, user["id"])
+    assert me.latency_ms >= 0
+    assert forged.path == "/nope%0A2026-01-01%20[info]%20forged%0D"
+    assert "\n" not in forged.path and "secret" not in forged.path
+    assert (forged.route, forged.status, forged.user_id) == ("unmatched", 404, None)

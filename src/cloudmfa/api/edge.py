@@ -276,9 +276,12 @@ def _access_fields(scope: Scope, route: str, status: int, elapsed: float) -> dic
     """The access line's fields: never the query string (nothing secret belongs there, but a
     client may put it there anyway), nor any header or body."""
     client = scope.get("client")
+    # The path as sent, still percent-encoded: decoded, a %0A would start a forged line in
+    # the console format.
+    raw_path: bytes | None = scope.get("raw_path")
     return {
         "method": scope["method"],
-        "path": scope["path"],
+        "path": raw_path.decode("latin-1") if raw_path else scope["path"],
         "route": route,
         "status": status,
         "latency_ms": round(elapsed * 1000, 2),
