@@ -177,6 +177,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.frozen = threading.Event()  # set: relays nothing, as a hung server would
 
     def start(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -224,7 +225,10 @@ class TcpProxy:
         peers = {a: b, b: a}
         try:
             while True:
-                readable, _, _ = select.select([a, b], [], [], 1.0)
+                if self.frozen.is_set():
+                    time.sleep(0.05)
+                    continue
+                readable, _, _ = select.select([a, b], [], [], 0.2)
                 for sock in readable:
                     data = sock.recv(65536)
                     if not data:

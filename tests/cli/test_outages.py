@@ -143,3 +143,16 @@ def test_postgres_down_answers_503_and_recovers_without_a_restart(rig: Rig) -> N
     me = rig.client.get("/api/v1/me", headers=bearer(tokens["access_token"]))
     assert me.status_code == 200, me.text
     assert "Traceback" not in rig.serve.output()
+
+
+def test_a_hung_database_makes_readyz_answer_503_in_time(rig: Rig) -> None:
+    """PostgreSQL still accepting connections but answering nothing: /readyz must not hang."""
+    rig.pg.frozen.set()
+    try:
+        started = time.monotonic()
+        assert_problem(rig.client.get("/readyz", timeout=30), 503, "unavailable")
+        assert time.monotonic() - started < 10  # the 2 s readiness timeout, not the prober's
+    finally:
+        rig.pg.frozen.clear()
+    rig.wait_ready()
+    assert rig.login()["status"] == "authenticated"
