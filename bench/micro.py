@@ -10,6 +10,7 @@ Needs PostgreSQL on 127.0.0.1:5432 (the pool checkout) like the rest of bench/.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -30,9 +31,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cloudmfa.api.edge import EdgeMiddleware, Metrics  # noqa: E402
 from cloudmfa.app import create_app  # noqa: E402
 from cloudmfa.config import Settings  # noqa: E402
 from cloudmfa.factors.totp.verify import TotpParameters, verify_totp_code  # noqa: E402
+from cloudmfa.logs import formatter  # noqa: E402
+from cloudmfa.services import Services  # noqa: E402
 
 PG_DSN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROUNDS = 5
@@ -179,10 +183,64 @@ async def edge() -> None:
             )
 
 
+async def edge_layer() -> None:
+    """The edge middleware on its own (request id, headers, CORS check, metrics, the access
+    line), around an app that answers at once: what it adds to every request."""
+
+    async def bare(_scope: Any, _receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    with tempfile.TemporaryDirectory() as data_dir, open(os.devnull, "w") as devnull:  # noqa: ASYNC230
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            data_dir=data_dir,
+            secret_keys="b1:" + "A" * 43 + "=",
+            cors_origins="https://app.example.com",
+        )
+        edge = EdgeMiddleware(
+            bare,
+            services=Services.build(settings),
+            max_body_bytes=settings.max_body_bytes,
+            metrics=Metrics(),
+            cors_origins=settings.cors_origins,
+        )
+        # The access line rendered as `serve` renders it, into /dev/null.
+        access = logging.getLogger("cloudmfa.access")
+        handler = logging.StreamHandler(devnull)
+        handler.setFormatter(formatter("json"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+        through_edge = _asgi_call(edge, "GET", "/healthz")
+
+        async def logged() -> None:
+            access.disabled = False
+            await through_edge()
+
+        async def not_logged() -> None:
+            access.disabled = True
+            await through_edge()
+
+        report(
+            "The edge middleware around an app that answers at once (GET /healthz)",
+            await best_of(
+                {
+                    "the bare app": _asgi_call(bare, "GET", "/healthz"),
+                    "edge, access line off": not_logged,
+                    "edge, access line as JSON": logged,
+                },
+                5000,
+            ),
+        )
+        access.removeHandler(handler)
+
+
 # --- the rest --------------------------------------------------------------------------------
 
 
 async def main() -> None:
+    await edge_layer()
     await edge()
     if sys.argv[1:] == ["edge"]:
         return

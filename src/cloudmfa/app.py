@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cloudmfa import __version__
-from cloudmfa.api import accounts, admin, auth, factors, me, openapi, ops, problems
+from cloudmfa.api import accounts, admin, auth, docs, factors, me, openapi, ops, problems
 from cloudmfa.api.edge import EdgeMiddleware, Metrics
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
@@ -44,6 +44,8 @@ def create_app(
         description=openapi.DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=openapi.operation_id,
+        docs_url=None,  # api/docs.py: Swagger UI from the package, not from a CDN
+        redoc_url=None,
     )
     app.state.services = svc
     app.state.metrics = Metrics()
@@ -52,6 +54,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     openapi.install(app, routers)
+    app.include_router(docs.router)
     # The one middleware of ours, outside FastAPI's own: per-IP limit, body limit, headers,
     # metrics, last resort (api/edge.py).
     app.add_middleware(
@@ -59,6 +62,7 @@ def create_app(
         services=svc,
         max_body_bytes=settings.max_body_bytes,
         metrics=app.state.metrics,
+        cors_origins=settings.cors_origins,
     )
     return app
 

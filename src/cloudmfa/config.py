@@ -6,9 +6,11 @@ Nothing below reads the environment on its own: the settings object is passed do
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -120,8 +122,12 @@ class Settings(BaseSettings):
 
     # The HTTP edge
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    trusted_proxies: str = ""  # comma-separated addresses whose X-Forwarded-For is believed
+    trusted_proxies: str = ""  # comma-separated addresses or CIDRs whose X-Forwarded-* is believed
+    # Origins (scheme://host[:port]) whose pages may call the API from script; empty: none.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     log_level: str = "info"
+    log_format: Literal["console", "json"] = "console"
+    shutdown_grace_s: int = Field(default=30, ge=0, le=3600)  # in-flight requests on SIGTERM
 
     @field_validator("enabled_factors", mode="before")
     @classmethod
@@ -216,6 +222,44 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        """Addresses or networks, as ``ipaddress`` reads them (a network with host bits set,
+        such as 10.0.0.1/8, is refused: it is most likely a typo)."""
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        for part in parts:
+            try:
+                ipaddress.ip_network(part)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
+        return ",".join(parts)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each an exact origin, as a browser sends it in `Origin`: no wildcard, no path."""
+        for origin in value:
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or "*" in origin
+                or origin != f"{parts.scheme}://{parts.netloc}"
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin like https://app.example.com (no wildcard, "
+                    "no path, no trailing slash)"
+                )
+        return value
+
     @field_validator("ip_rate_limit")
     @classmethod
     def _rate_limit_syntax(cls, value: str) -> str:
@@ -274,6 +318,13 @@ class Settings(BaseSettings):
 
         parts = urlsplit(self.public_url)
         return (f"{parts.scheme}://{parts.netloc}",)
+
+    @property
+    def secure_cookies(self) -> bool:
+        """API.md "Browser sessions": cookies are `Secure` unless the service is reached at
+        plain http://localhost (development, where browsers would drop them)."""
+        parts = urlsplit(self.public_url)
+        return not (parts.scheme == "http" and parts.hostname == "localhost")
 
     @property
     def jwt_issuer(self) -> str:

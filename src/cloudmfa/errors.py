@@ -81,6 +81,13 @@ class Forbidden(CloudMFAError):
     code, status, title = "forbidden", 403, "Not allowed"
 
 
+class CsrfFailed(CloudMFAError):
+    """A cookie-authenticated call without the matching X-CSRF-Token (API.md "Browser
+    sessions")."""
+
+    code, status, title = "csrf_failed", 403, "The CSRF token is missing or wrong"
+
+
 class NotFound(CloudMFAError):
     code, status, title = "not_found", 404, "Not found"
 

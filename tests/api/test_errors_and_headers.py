@@ -500,11 +500,27 @@ async def test_openapi_lists_every_implemented_path(api: Api) -> None:
     assert "application/problem+json" in login_401["content"]
 
 
-async def test_docs_are_served(api: Api) -> None:
+async def test_docs_are_served_with_every_file_from_the_service(api: Api) -> None:
     r = await api.client.get("/docs")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
-    assert "openapi.json" in r.text
+    sources = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert sources and all(not re.match(r"\w+:|//", source) for source in sources), sources
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    for source in sources:
+        asset = await api.client.get("/" + source)
+        assert asset.status_code == 200, source
+        assert asset.headers["content-type"].startswith(("text/javascript", "text/css"))
+    init = await api.client.get("/docs/assets/init.js")
+    assert "openapi.json" in init.text
+    assert "SwaggerUIBundle" in (await api.client.get("/docs/assets/swagger-ui-bundle.js")).text
+
+
+async def test_docs_serve_only_their_named_assets(api: Api) -> None:
+    for name in ("index.html", "..%2f..%2fconfig.py", "swagger-ui.js", "%2e%2e"):
+        assert_problem(await api.client.get(f"/docs/assets/{name}"), 404, "not_found")
 
 
 async def test_a_sqlite_write_lock_held_too_long_answers_503_not_500(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Response
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cloudmfa.api.deps import AnySessionDep, InfoDep, ServicesDep
+from cloudmfa.api.browser import COOKIE_SECURITY, DeliveryDep
+from cloudmfa.api.deps import InfoDep, ServicesDep, has_bearer_token, principal_any
 from cloudmfa.api.schemas import (
     CleanStr,
     FactorType,
@@ -153,14 +154,16 @@ def proof_of(code: str | None, credential: dict[str, Any] | None) -> ProofInput:
     responses=problem_responses(401, 403, 422, 429),
 )
 async def login_route(
-    body: LoginRequest, svc: ServicesDep, info: InfoDep
+    body: LoginRequest, svc: ServicesDep, info: InfoDep, delivery: DeliveryDep
 ) -> TokenResponse | MfaRequiredResponse:
     """The first step. An account with an active second factor answers `mfa_required` with an
-    `mfa_token` and the factors to continue with (unless a valid `device_token` skips it);
-    one without answers tokens at once. A wrong password and an unknown email answer the same
-    401, in about the same time."""
+    `mfa_token` and the factors to continue with (unless a valid `device_token`, or the
+    `cloudmfa_device` cookie, skips it); one without answers tokens at once. A wrong password
+    and an unknown email answer the same 401, in about the same time. With
+    `X-CloudMFA-Session: cookie` the refresh token comes as a cookie instead."""
+    device_token = delivery.device_token(body.device_token)
     result = await login.login_with_password(
-        svc, info, body.email, body.password, device_token=body.device_token
+        svc, info, body.email, body.password, device_token=device_token
     )
     if isinstance(result, second_factor.MfaRequired):
         return MfaRequiredResponse(
@@ -168,10 +171,12 @@ async def login_route(
             expires_in=result.expires_in,
             factors=[LoginFactor(id=f.id, type=f.type, label=f.label) for f in result.factors],
         )
-    return TokenResponse.of(
-        result.tokens,
-        mfa_enrollment_required=result.mfa_enrollment_required or None,
-        mfa_enrollment_deadline=result.mfa_enrollment_deadline,
+    return delivery.answer(
+        TokenResponse.of(
+            result.tokens,
+            mfa_enrollment_required=result.mfa_enrollment_required or None,
+            mfa_enrollment_deadline=result.mfa_enrollment_deadline,
+        )
     )
 
 
@@ -213,10 +218,13 @@ async def challenge_route(body: ChallengeRequest, svc: ServicesDep, info: InfoDe
     response_model_exclude_none=True,
     responses=problem_responses(401, 403, 422, 429),
 )
-async def verify_route(body: VerifyRequest, svc: ServicesDep, info: InfoDep) -> TokenResponse:
+async def verify_route(
+    body: VerifyRequest, svc: ServicesDep, info: InfoDep, delivery: DeliveryDep
+) -> TokenResponse:
     """The second step: the proof of one offered factor. A wrong proof answers 401
     `invalid_code`; after five, the `mfa_token` is dead (`mfa_token_expired`). With
-    `remember_device`, the answer also carries a `device_token`."""
+    `remember_device`, the answer also carries a `device_token` (with
+    `X-CloudMFA-Session: cookie`, the `cloudmfa_device` cookie instead)."""
     result = await second_factor.verify(
         svc,
         info,
@@ -225,7 +233,7 @@ async def verify_route(body: VerifyRequest, svc: ServicesDep, info: InfoDep) -> 
         proof=body.proof(),
         remember_device=body.remember_device,
     )
-    return TokenResponse.of(result.tokens, device_token=result.device_token)
+    return delivery.answer(TokenResponse.of(result.tokens, device_token=result.device_token))
 
 
 class PasskeyOptionsResponse(BaseModel):
@@ -288,7 +296,7 @@ async def passkey_options_route(svc: ServicesDep) -> PasskeyOptionsResponse:
     responses=problem_responses(401, 403, 422, 429),
 )
 async def passkey_verify_route(
-    body: PasskeyVerifyRequest, svc: ServicesDep, info: InfoDep
+    body: PasskeyVerifyRequest, svc: ServicesDep, info: InfoDep, delivery: DeliveryDep
 ) -> TokenResponse:
     """The credential names its account (its user handle); it must verify with user
     verification. Tokens with amr `["hwk", "user", "mfa"]` and acr `phr`; a credential that
@@ -296,7 +304,7 @@ async def passkey_verify_route(
     tokens = await passwordless.verify(
         svc, info, body.challenge_id, CredentialProof(body.credential)
     )
-    return TokenResponse.of(tokens)
+    return delivery.answer(TokenResponse.of(tokens))
 
 
 @router.post(
@@ -304,21 +312,45 @@ async def passkey_verify_route(
     summary="Rotate a refresh token",
     response_model=TokenResponse,
     response_model_exclude_none=True,
-    responses=problem_responses(401, 422, 429),
+    responses=problem_responses(401, 403, 422, 429),
+    openapi_extra={"security": [{}, COOKIE_SECURITY]},
 )
-async def refresh_route(body: RefreshRequest, svc: ServicesDep, info: InfoDep) -> TokenResponse:
+async def refresh_route(
+    svc: ServicesDep, info: InfoDep, delivery: DeliveryDep, body: RefreshRequest | None = None
+) -> TokenResponse:
     """A new token set for a single-use refresh token. Presenting one a second time revokes the
-    whole session (theft detection)."""
-    return TokenResponse.of(await sessions.refresh(svc, info, body.refresh_token))
+    whole session (theft detection). With no body, the `cloudmfa_refresh` cookie is used, and
+    `X-CSRF-Token` must equal the `cloudmfa_csrf` cookie (else 403 `csrf_failed`); the new
+    refresh token then comes back as a cookie too."""
+    if body is not None:
+        tokens = await sessions.refresh(svc, info, body.refresh_token)
+        return delivery.answer(TokenResponse.of(tokens))
+    refresh_token = delivery.refresh_token_from_cookie()
+    tokens = await sessions.refresh(svc, info, refresh_token)
+    return delivery.answer(TokenResponse.of(tokens), cookies=True)
 
 
 @router.post(
-    "/logout", summary="End this session", status_code=204, responses=problem_responses(401, 429)
+    "/logout",
+    summary="End this session",
+    status_code=204,
+    responses=problem_responses(401, 403, 429),
+    openapi_extra={"security": [{"bearer": []}, COOKIE_SECURITY]},
 )
-async def logout_route(principal: AnySessionDep, svc: ServicesDep, info: InfoDep) -> Response:
-    """Its access and refresh tokens are refused from now on, on every replica."""
-    await self_service.end_session(svc, principal, info, principal.session_id, reason="logout")
-    return Response(status_code=204)
+async def logout_route(
+    request: Request, svc: ServicesDep, info: InfoDep, delivery: DeliveryDep
+) -> Response:
+    """Its access and refresh tokens are refused from now on, on every replica. A browser
+    session sends no Bearer token: its `cloudmfa_refresh` cookie names the session, with
+    `X-CSRF-Token` as for refresh. The session's cookies are cleared either way."""
+    if has_bearer_token(request):
+        principal = await principal_any(request)
+        await self_service.end_session(svc, principal, info, principal.session_id, reason="logout")
+    else:
+        await sessions.end_by_refresh_token(svc, info, delivery.refresh_token_from_cookie())
+    response = Response(status_code=204)
+    delivery.clear(response)
+    return response
 
 
 class PasswordResetRequest(StrictModel):

@@ -34,6 +34,10 @@ async def get_request_info(request: Request) -> RequestInfo:
     return request_info(request)
 
 
+def has_bearer_token(request: Request) -> bool:
+    return "authorization" in request.headers
+
+
 def _bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -52,7 +56,15 @@ InfoDep = Annotated[RequestInfo, Depends(get_request_info)]
 
 async def get_principal_any(request: Request) -> Principal:
     """Any valid session, including one the MFA policy confines to enrolling a factor."""
-    return await authenticate(services_of(request), _bearer_token(request))
+    return await principal_any(request)
+
+
+async def principal_any(request: Request) -> Principal:
+    """The caller of a Bearer token (any valid session); the log line of the request names
+    its user."""
+    principal = await authenticate(services_of(request), _bearer_token(request))
+    request.state.user_id = principal.user.id
+    return principal
 
 
 async def get_principal(principal: Annotated[Principal, Depends(get_principal_any)]) -> Principal:

@@ -1,6 +1,7 @@
-"""The outermost layer of every request, as one pure-ASGI middleware: the per-IP limit (counted
-before anything reads the body), the body size limit, security headers, metrics, and a last
-resort that turns any escaped exception into a bare problem.
+"""The outermost layer of every request, as one pure-ASGI middleware: the request id (and the
+access log line that names it), the per-IP limit (counted before anything reads the body), the
+body size limit, CORS for the configured origins, security headers (CSP by route group),
+metrics, and a last resort that turns any escaped exception into a bare problem.
 
 One layer rather than one per concern: every ASGI layer costs every request a call, a wrapped
 `send` and its own checks, and these all look at the same few things (path, method, headers).
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from starlette.exceptions import HTTPException
@@ -21,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cloudmfa.api.ip_limit import LIMITED, LimitedPath, count_request, limited_path
 from cloudmfa.api.problems import as_error, problem_response
 from cloudmfa.errors import InternalError, PayloadTooLarge, RateLimited
+from cloudmfa.logs import REQUEST_ID, access_log
 from cloudmfa.services import Services
 
 log = logging.getLogger("cloudmfa.api")
@@ -80,15 +84,54 @@ class Metrics:
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 _NO_STORE = (b"cache-control", b"no-store")  # tokens and codes travel in /api answers
+_NO_REFERRER = (b"referrer-policy", b"no-referrer")
+
+# Content-Security-Policy by route group. The API's answers are JSON, never a page: nothing
+# may load, frame or submit anything. The docs page loads Swagger UI's script and style from
+# this service (`/docs/assets`, from the package) and the document from `/openapi.json`.
+# A group with other needs (a web UI) gets an entry of its own.
+_API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+_DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+CSP_BY_GROUP = {"api": _API_CSP, "docs": _DOCS_CSP, "other": _API_CSP}
 
 
-def _security_headers(https: bool, api: bool) -> tuple[tuple[bytes, bytes], ...]:
-    return (_NOSNIFF, *([_HSTS] if https else []), *([_NO_STORE] if api else []))
+def route_group(path: str) -> str:
+    """Which CSP (and caching) a path gets: `api` (/api/…), `docs` (/docs, its assets) or
+    `other` (operations, the OpenAPI document, anything unknown)."""
+    if path.startswith("/api/"):
+        return "api"
+    if path == "/docs" or path.startswith("/docs/"):
+        return "docs"
+    return "other"
+
+
+def _security_headers(https: bool, group: str) -> tuple[tuple[bytes, bytes], ...]:
+    return (
+        _NOSNIFF,
+        _NO_REFERRER,
+        (b"content-security-policy", CSP_BY_GROUP[group].encode()),
+        *([_HSTS] if https else []),
+        *([_NO_STORE] if group == "api" else []),
+    )
 
 
 _SECURITY_HEADERS = {
-    (https, api): _security_headers(https, api) for https in (False, True) for api in (False, True)
+    (https, group): _security_headers(https, group)
+    for https in (False, True)
+    for group in CSP_BY_GROUP
 }
+
+# A client's own X-Request-ID is kept when it is a short token (so it can be followed through
+# its own logs); anything else is replaced, so a client cannot write arbitrary text into ours.
+_CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+# What a cross-origin page may send and read (CORS, for the origins configured only).
+_CORS_ALLOW_HEADERS = b"authorization, content-type, x-cloudmfa-session, x-csrf-token, x-request-id"
+_CORS_EXPOSE_HEADERS = b"retry-after, x-request-id"
+_CORS_PREFLIGHT_MAX_AGE = b"600"
 
 
 class EdgeMiddleware:
@@ -100,6 +143,7 @@ class EdgeMiddleware:
         max_body_bytes: int,
         metrics: Metrics,
         limited: tuple[LimitedPath, ...] = LIMITED,
+        cors_origins: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.services = services
@@ -107,6 +151,7 @@ class EdgeMiddleware:
         self.metrics = metrics
         self.limited = limited
         self.too_large = f"The request body may be at most {max_body_bytes} bytes."
+        self.cors_origins = frozenset(origin.encode() for origin in cors_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,9 +160,16 @@ class EdgeMiddleware:
         started = time.perf_counter()
         status = 500
         answering = False
-        extra_headers = _SECURITY_HEADERS[
-            scope.get("scheme") == "https", scope["path"].startswith("/api/")
+        request_id, origin = _request_id_and_origin(scope["headers"])
+        request_id_token = REQUEST_ID.set(request_id)
+        extra_headers = [
+            *_SECURITY_HEADERS[scope.get("scheme") == "https", route_group(scope["path"])],
+            (b"x-request-id", request_id.encode()),
         ]
+        if origin is not None and origin in self.cors_origins:
+            extra_headers += _cors_headers(origin)
+            if _is_preflight(scope):
+                extra_headers += _PREFLIGHT_HEADERS
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, answering
@@ -128,7 +180,7 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            refusal = await self._refusal(scope)
+            refusal = await self._refusal(scope, origin)
             if refusal is not None:
                 await refusal(scope, receive, send_with_headers)
             else:
@@ -139,12 +191,20 @@ class EdgeMiddleware:
                 log.exception("unhandled error answering %s %s", scope["method"], scope["path"])
             if not answering:
                 await problem_response(error)(scope, receive, send_with_headers)
-        route = getattr(scope.get("route"), "path", None) or "unmatched"
-        self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], route, status, elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("request", extra=_access_fields(scope, route, status, elapsed))
+            REQUEST_ID.reset(request_id_token)
 
-    async def _refusal(self, scope: Scope) -> Response | None:
+    async def _refusal(self, scope: Scope, origin: bytes | None) -> Response | None:
         """The answer to a request refused before it reaches a route: over the per-IP limit
-        (counted first, so every request counts), or a body declared too large."""
+        (counted first, so every request counts), or a body declared too large. A CORS
+        preflight from an allowed origin is answered here, uncounted: it runs no handler."""
+        if origin is not None and origin in self.cors_origins and _is_preflight(scope):
+            return Response(status_code=204)
         limited = limited_path(scope, self.limited)
         if limited is not None:
             try:
@@ -174,6 +234,60 @@ class EdgeMiddleware:
             return message
 
         return bounded_receive
+
+
+def _request_id_and_origin(headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes | None]:
+    """The request's id (the client's, when it is a short token; else a fresh one) and its
+    Origin header: one pass over the headers for both."""
+    request_id: str | None = None
+    origin: bytes | None = None
+    for name, value in headers:
+        if name == b"x-request-id":
+            if _CLIENT_REQUEST_ID.fullmatch(value):
+                request_id = value.decode()
+        elif name == b"origin":
+            origin = value
+    return request_id or os.urandom(16).hex(), origin
+
+
+def _is_preflight(scope: Scope) -> bool:
+    return scope["method"] == "OPTIONS" and any(
+        name == b"access-control-request-method" for name, _ in scope["headers"]
+    )
+
+
+def _cors_headers(origin: bytes) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"access-control-allow-origin", origin),
+        (b"access-control-allow-credentials", b"true"),
+        (b"access-control-expose-headers", _CORS_EXPOSE_HEADERS),
+        (b"vary", b"Origin"),
+    ]
+
+
+_PREFLIGHT_HEADERS = [
+    (b"access-control-allow-methods", b"DELETE, GET, POST"),
+    (b"access-control-allow-headers", _CORS_ALLOW_HEADERS),
+    (b"access-control-max-age", _CORS_PREFLIGHT_MAX_AGE),
+]
+
+
+def _access_fields(scope: Scope, route: str, status: int, elapsed: float) -> dict[str, Any]:
+    """The access line's fields: never the query string (nothing secret belongs there, but a
+    client may put it there anyway), nor any header or body."""
+    client = scope.get("client")
+    # The path as sent, still percent-encoded: decoded, a %0A would start a forged line in
+    # the console format.
+    raw_path: bytes | None = scope.get("raw_path")
+    return {
+        "method": scope["method"],
+        "path": raw_path.decode("latin-1") if raw_path else scope["path"],
+        "route": route,
+        "status": status,
+        "latency_ms": round(elapsed * 1000, 2),
+        "user_id": scope.get("state", {}).get("user_id"),
+        "client": client[0] if client else None,
+    }
 
 
 def _content_length(scope: Scope) -> int | None:

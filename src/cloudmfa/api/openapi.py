@@ -16,6 +16,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
+from cloudmfa.api.browser import COOKIE_SCHEMES
 from cloudmfa.api.deps import get_admin, get_principal_any
 from cloudmfa.api.ip_limit import LIMITED
 from cloudmfa.api.problems import PROBLEM_MEDIA_TYPE
@@ -86,7 +87,8 @@ def document(app: FastAPI, routers: Sequence[APIRouter]) -> dict[str, Any]:
             "scheme": "bearer",
             "bearerFormat": "JWT",
             "description": "An access token from /api/v1/auth/login, /verify or /refresh.",
-        }
+        },
+        **COOKIE_SCHEMES,
     }
     schemas = components.setdefault("schemas", {})
     schemas["Problem"] = Problem.model_json_schema()
@@ -110,6 +112,7 @@ def _complete(operation: dict[str, Any], route: APIRoute) -> None:
         extra.add(429)
     if "requestBody" in operation:
         extra |= {413, 422}
+        _optional_body_as_its_model(operation["requestBody"])
     for status in extra:
         responses.setdefault(str(status), {})
     for code, response in responses.items():
@@ -117,6 +120,16 @@ def _complete(operation: dict[str, Any], route: APIRoute) -> None:
             response["description"] = problem_description(int(code))
             response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_REF}}
     operation["responses"] = dict(sorted(responses.items()))
+
+
+def _optional_body_as_its_model(body: dict[str, Any]) -> None:
+    """A body that may be left out (refresh, with the cookie instead) is said so by the
+    request body's `required: false`; its schema is the model's, not "the model or null"."""
+    for media in body.get("content", {}).values():
+        alternatives = media.get("schema", {}).get("anyOf", [])
+        rest = [schema for schema in alternatives if schema != {"type": "null"}]
+        if len(alternatives) == 2 and len(rest) == 1:
+            media["schema"] = rest[0]
 
 
 def _dependency_calls(dependant: Dependant) -> set[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,6 +15,9 @@ from cloudmfa.errors import Unavailable
 from cloudmfa.security.tokens import JWKS_MAX_AGE_S
 
 router = APIRouter(tags=["operations"])
+# A store that accepts connections but does not answer (a hung server, a dropped network path)
+# is down too: the probe answers 503 in this time rather than hang until the prober gives up.
+READINESS_TIMEOUT_S = 2
 log = logging.getLogger("cloudmfa.api")
 
 
@@ -27,12 +31,14 @@ async def healthz() -> dict[str, str]:
 async def readyz(svc: ServicesDep) -> dict[str, str]:
     """200 when the database (and Redis, when configured) answer, else 503 `unavailable`."""
     try:
-        await svc.check_database()
+        async with asyncio.timeout(READINESS_TIMEOUT_S):
+            await svc.check_database()
     except Exception as exc:
         log.warning("readiness: database unavailable: %s", type(exc).__name__)
         raise Unavailable("The database does not answer.") from None
     try:
-        await svc.ephemeral.ping()
+        async with asyncio.timeout(READINESS_TIMEOUT_S):
+            await svc.ephemeral.ping()
     except Exception as exc:
         log.warning("readiness: ephemeral store unavailable: %s", type(exc).__name__)
         raise Unavailable("Redis does not answer.") from None

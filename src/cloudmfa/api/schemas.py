@@ -49,7 +49,9 @@ class TokenResponse(BaseModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (a scheme name)
     expires_in: int
-    refresh_token: str
+    # Absent when the client asked for cookies (X-CloudMFA-Session: cookie): it is then the
+    # cloudmfa_refresh cookie (api/browser.py).
+    refresh_token: str | None = None
     session_id: str
     mfa_enrollment_required: bool | None = None
     mfa_enrollment_deadline: datetime | None = None

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import errno
+import logging
 import os
 import shutil
 import socket
 import ssl
-import sys
 import tempfile
 from typing import Any
 
 from cloudmfa.cli.common import CliError, load_settings, run_async
 from cloudmfa.cli.maintenance import migrate_database
 from cloudmfa.config import Settings
+from cloudmfa.logs import configure as configure_logging
+from cloudmfa.logs import logging_config
+
+log = logging.getLogger("cloudmfa.cli")
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -44,22 +47,12 @@ def _check_tls(cert: str | None, key: str | None) -> None:
         raise CliError(f"the TLS certificate and key do not load: {exc}") from None
 
 
-def _log_config(level: str) -> dict[str, Any]:
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["cloudmfa"] = {
-        "handlers": ["default"],
-        "level": level.upper(),
-        "propagate": False,
-    }
-    return config
-
-
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     settings = load_settings()
+    # The lines written before uvicorn starts take the same form as every later one.
+    configure_logging(settings.log_level, settings.log_format)
     workers = args.workers if args.workers is not None else (1 if settings.is_sqlite else 2)
     if workers < 1:
         raise CliError("--workers must be at least 1")
@@ -74,16 +67,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     _default_public_url(settings, port=args.port, tls=bool(args.tls_cert))
     if settings.auto_migrate:
         revision = run_async(lambda: migrate_database(settings))
-        print(f"cloudmfa: database schema at revision {revision}", file=sys.stderr)
+        log.info("database schema at revision %s", revision)
         # Done once here, so the workers do not all race to do it again.
         os.environ["CLOUDMFA_AUTO_MIGRATE"] = "false"
     else:
         run_async(lambda: _check_database(settings))
     if settings.is_sqlite and workers > 1:
-        print(
-            "cloudmfa: warning: several workers writing one SQLite file stall each other; "
-            "use PostgreSQL for more than one worker",
-            file=sys.stderr,
+        log.warning(
+            "several workers writing one SQLite file stall each other; "
+            "use PostgreSQL for more than one worker"
         )
     if workers > 1 and settings.hash_threads is None:
         # Each worker hashes on its share of the cores (measured in bench/: more hashes in
@@ -108,8 +100,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
             forwarded_allow_ips=trusted or None,
             server_header=False,
             ws="none",  # no WebSocket routes: not loading uvicorn's saves ~1 MiB a worker
-            log_config=_log_config(settings.log_level),
+            log_config=logging_config(settings.log_level, settings.log_format),
             log_level=settings.log_level,
+            access_log=False,  # the edge middleware logs each request (cloudmfa.access)
+            # SIGTERM: stop accepting, let requests in flight finish for this long, then stop.
+            timeout_graceful_shutdown=settings.shutdown_grace_s,
         )
     finally:
         if metrics_dir is not None:

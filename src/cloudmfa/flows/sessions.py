@@ -140,6 +140,27 @@ async def refresh(svc: Sessions, info: RequestInfo, refresh_token: str) -> Token
     raise InvalidToken("The refresh token is not valid.")
 
 
+async def end_by_refresh_token(svc: Sessions, info: RequestInfo, refresh_token: str) -> None:
+    """Log out the session a refresh token belongs to: how a browser session, which holds no
+    access token in a cookie, logs out (API.md "Browser sessions")."""
+    async with svc.engine.begin() as conn:
+        session_id = await session_repo.session_of_token(conn, hash_opaque_token(refresh_token))
+        session = await session_repo.get_session(conn, session_id) if session_id else None
+        if session is None:
+            raise InvalidToken("The refresh token is not valid.")
+        if await revoke_sessions(conn, svc, [session.id], reason="logout"):
+            await record(
+                conn,
+                svc.clock.now(),
+                info.event(
+                    "session.revoked",
+                    subject_id=session.user_id,
+                    session_id=session.id,
+                    reason="logout",
+                ),
+            )
+
+
 async def revoke_sessions(
     conn: AsyncConnection, svc: Sessions, session_ids: list[str], *, reason: str
 ) -> list[str]:

@@ -155,3 +155,10 @@ async def session_of_used_token(conn: AsyncConnection, token_hash: str) -> str |
     )
     row = (await conn.execute(stmt)).first()
     return row.session_id if row else None
+
+
+async def session_of_token(conn: AsyncConnection, token_hash: str) -> str | None:
+    """The session a refresh token belongs to, used or not."""
+    stmt = select(refresh_tokens.c.session_id).where(refresh_tokens.c.token_hash == token_hash)
+    row = (await conn.execute(stmt)).first()
+    return row.session_id if row else None
