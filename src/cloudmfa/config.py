@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     prune_interval_s: int = Field(default=3600, ge=0)  # in the background of serve; 0: off
     pending_factor_max_hours: int = Field(default=24, ge=1)  # never activated: then deleted
     audit_retention_days: int = Field(default=0, ge=0)  # 0: audit events are kept forever
+    audit_seal_interval_s: int = Field(default=5, ge=0)  # chain new audit events; 0: off
 
     # The HTTP edge
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
