@@ -1,6 +1,6 @@
 """The ``cloudmfa`` command: serve, migrate, prune, create-admin, rotate-signing-key,
-rotate-secret-key, audit. Each command lives in the module of its purpose and adds its own subparser;
-this module only assembles them."""
+rotate-secret-key, audit. Each command lives in the module of its purpose and adds its own
+subparser; this module only assembles them."""
 
 from __future__ import annotations
 

@@ -79,8 +79,8 @@ def register(sub: Any) -> None:
     audit = sub.add_parser(
         "audit",
         help="verify or export the audit trail",
-        description="The audit trail is chained by SHA-256 (docs/operations.md, \"The audit "
-        "trail\"). Both commands first chain the events not yet chained.",
+        description='The audit trail is chained by SHA-256 (docs/operations.md, "The audit '
+        'trail"). Both commands first chain the events not yet chained.',
     )
     commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
     verify = commands.add_parser(

@@ -1,0 +1,129 @@
+"""What the audit trail's hash chain costs the full two-step login, on PostgreSQL + Redis.
+
+    .venv/bin/python bench/audit_chain.py [--duration 10] [--rounds 3] [--interval 1]
+
+`cloudmfa serve --workers 2` runs the full login (password, then TOTP; bench/run.py's (c)) at
+32 clients, alternately with the chain's sealer off (`CLOUDMFA_AUDIT_SEAL_INTERVAL_S=0`: events
+are inserted exactly as before, nothing chains them) and on (every `--interval` s in each
+worker), one round of each side by side, `--rounds` times: this VM's speed drifts too much for
+runs minutes apart to compare. The sign-in path itself is the same either way (it only inserts
+its events); what differs is the sealers' work beside it. After the last round with the sealer
+on, `cloudmfa audit verify` must find the chain whole, and the report says how many events were
+left to seal when the load stopped (the sealer's lag).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.run import (  # noqa: E402
+    PG_ADMIN_DSN,
+    Server,
+    drop_pg_database,
+    free_port,
+    log,
+    measure_full_login,
+    provision,
+    service_env,
+    settings_from,
+    summarise,
+)
+
+
+async def unsealed(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM audit_events WHERE chain_seq IS NULL"))
+    finally:
+        await conn.close()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    name = "trail_chain_bench_" + secrets.token_hex(4)  # a name no other bench cleans up
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    url += "/" + name
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    workdir = tempfile.mkdtemp(prefix="cloudmfa-bench-chain-")
+    cloudmfa = str(Path(sys.executable).with_name("cloudmfa"))
+    results: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    lag: list[int] = []
+    try:
+        env = service_env(url, "bench-chain:", workdir)
+        # Enough users that none signs in twice within one TOTP step (a code is accepted once).
+        per_run = int(args.duration * 200)
+        log(f"provisioning {per_run * args.rounds * 2} users with TOTP")
+        users = await provision(settings_from(env), per_run * args.rounds * 2)
+        for round_ in range(args.rounds):
+            for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
+                env["CLOUDMFA_AUDIT_SEAL_INTERVAL_S"] = "0" if mode == "off" else str(args.interval)
+                pool, users = users[:per_run], users[per_run:]
+                port = free_port()
+                argv = [cloudmfa, "serve", "--host", "127.0.0.1", "--port", str(port)]
+                with Server([*argv, "--workers", "2"], env, port, "/readyz"):
+                    log(f"round {round_ + 1}, sealer {mode}: full login for {args.duration}s")
+                    run = summarise(await measure_full_login(port, pool, args))
+                    if mode == "on":
+                        lag.append(await unsealed(dsn))
+                results[mode].append(run)
+                log(f"  {run['rate']:.0f} logins/s, p50 {run['p50_ms']:.1f} ms")
+        verify = await asyncio.to_thread(
+            subprocess.run,
+            [cloudmfa, "audit", "verify"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        await drop_pg_database(name)
+    off = [r["rate"] for r in results["off"]]
+    on = [r["rate"] for r in results["on"]]
+    return {
+        "duration_s": args.duration,
+        "seal_interval_s": args.interval,
+        "off_rps": off,
+        "on_rps": on,
+        "off_p50_ms": [r["p50_ms"] for r in results["off"]],
+        "on_p50_ms": [r["p50_ms"] for r in results["on"]],
+        "off_p99_ms": [r["p99_ms"] for r in results["off"]],
+        "on_p99_ms": [r["p99_ms"] for r in results["on"]],
+        "median_change_pct": round(
+            statistics.median(100 * (b - a) / a for a, b in zip(off, on, strict=True)), 1
+        ),
+        "unsealed_when_load_stopped": lag,
+        "verify_exit": verify.returncode,
+        "verify_output": (verify.stdout or verify.stderr).strip(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--interval", type=int, default=1, help="the sealer's interval, s")
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    print(json.dumps(uvloop.run(main_async(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
