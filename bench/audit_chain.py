@@ -115,13 +115,76 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def seal_cost(events: int) -> dict[str, Any]:
+    """What chaining costs by itself: ``events`` events written (as sign-ins write them), then
+    sealed in one `seal_pending`, timed, on a PostgreSQL database of its own."""
+    import time
+
+    from cloudmfa.flows.audit_chain import seal_pending, verify
+    from cloudmfa.store.audit import AuditEvent, record
+    from cloudmfa.store.db import create_engine
+    from cloudmfa.store.migrate import upgrade_to_head
+
+    name = "trail_seal_bench_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    engine = create_engine(f"{url}/{name}", pool_size=2)
+    try:
+        await upgrade_to_head(engine)
+        from datetime import UTC, datetime
+
+        event = AuditEvent(
+            type="login.succeeded",
+            subject_id="00000000-0000-0000-0000-000000000000",
+            ip="203.0.113.7",
+            user_agent="bench",
+            details={"amr": ["pwd", "otp", "mfa"], "session_id": "s" * 36},
+        )
+        for start in range(0, events, 500):
+            async with engine.begin() as conn:
+                await record(conn, datetime.now(UTC), *([event] * min(500, events - start)))
+        began_cpu, began = time.process_time(), time.perf_counter()
+        sealed = await seal_pending(engine)
+        wall, cpu = time.perf_counter() - began, time.process_time() - began_cpu
+        began = time.perf_counter()
+        verdict = await verify(engine)
+        return {
+            "events": sealed,
+            "seal_wall_ms": round(1000 * wall, 1),
+            "seal_cpu_ms": round(1000 * cpu, 1),
+            "seal_us_per_event": round(1e6 * wall / sealed, 1),
+            "verify_wall_ms": round(1000 * (time.perf_counter() - began), 1),
+            "whole": verdict.whole,
+        }
+    finally:
+        await engine.dispose()
+        admin = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--interval", type=int, default=1, help="the sealer's interval, s")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--seal-only",
+        type=int,
+        metavar="N",
+        help="instead: time sealing N events by itself (no server, no load)",
+    )
     args = parser.parse_args()
+    if args.seal_only:
+        print(json.dumps(uvloop.run(seal_cost(args.seal_only)), indent=2))
+        return
     print(json.dumps(uvloop.run(main_async(args)), indent=2))
 
 

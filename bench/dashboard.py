@@ -89,7 +89,7 @@ async def drive(port: int, users: list[Any], args: argparse.Namespace) -> None:
         kind = i % 20
         user = users[1 + (i * 7919) % (len(users) - 1)]
         if kind == 0:
-            await send("GET", ("/docs", "/openapi.json")[i % 2], b"")
+            await send("GET", ("/docs", "/openapi.json")[(i // 20) % 2], b"")
             return
         if kind in (1, 2):  # a mistyped password
             body = {"email": user[1], "password": PASSWORD + "x"}
@@ -295,6 +295,7 @@ def draw(scrapes: list[Scrape], out: Path, window: float) -> None:
                 va="center",
                 transform=ax.transAxes,
             )
+        ax.set_xlim(0, scrapes[-1][0] - start)  # the whole run, as Grafana's time range
         unit = panel["fieldConfig"]["defaults"].get("unit", "")
         ax.set_ylabel(
             {"reqps": "req/s", "ops": "/s", "s": "seconds"}.get(unit, ""),
@@ -323,8 +324,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "dashboard.png")
     parser.add_argument("--scrapes", type=Path, help="also keep the scrapes here (JSON)")
+    parser.add_argument("--redraw", type=Path, help="draw from scrapes kept by --scrapes instead")
     args = parser.parse_args()
-    scrapes = uvloop.run(run(args))
+    if args.redraw:
+        scrapes = [
+            (t, [(name, tuple(map(tuple, labels)), value) for name, labels, value in samples])
+            for t, samples in json.loads(args.redraw.read_text())
+        ]
+    else:
+        scrapes = uvloop.run(run(args))
     if args.scrapes:
         args.scrapes.write_text(json.dumps(scrapes))
     draw(scrapes, args.out, args.window)
