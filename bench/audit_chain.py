@@ -69,7 +69,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         env = service_env(url, "bench-chain:", workdir)
         # Enough users that none signs in twice within one TOTP step (a code is accepted once).
-        per_run = int(args.duration * 200)
+        per_run = int(args.duration * args.users_per_second)
         log(f"provisioning {per_run * args.rounds * 2} users with TOTP")
         users = await provision(settings_from(env), per_run * args.rounds * 2)
         for round_ in range(args.rounds):
@@ -175,6 +175,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--interval", type=int, default=1, help="the sealer's interval, s")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--users-per-second",
+        type=int,
+        default=200,
+        help="users provisioned per second of each run (more than the logins/s reached)",
+    )
     parser.add_argument(
         "--seal-only",
         type=int,
