@@ -305,3 +305,19 @@ async def test_export_since_leaves_out_older_events(kind: str, tmp_path: Path) -
         # Each still carries its predecessor, so the exported part verifies on its own.
         assert lines[0]["prev_hash"] != GENESIS_HASH
         assert recompute(lines[0]["prev_hash"], lines[0]) == lines[0]["chain_hash"]
+
+
+async def test_a_walk_stops_at_the_head_it_read(kind: str, tmp_path: Path) -> None:
+    """Verification takes no lock: events sealed after it read the head lie beyond it, and
+    are no break (it used to find "the chain ends at … its head is at …")."""
+    async with fresh_api(kind, tmp_path) as api:
+        await record(api, 3)
+        await audit_chain.seal_pending(api.svc.engine)
+        async with api.svc.engine.connect() as conn:
+            read_first = await ends(conn)
+        await record(api, 2)
+        await audit_chain.seal_pending(api.svc.engine)  # a sealer elsewhere, meanwhile
+        async with api.svc.engine.connect() as conn:
+            verdict = await audit_chain._walk_and_check(conn, read_first)  # noqa: SLF001
+        assert verdict.whole, verdict.problem
+        assert verdict.events == 3

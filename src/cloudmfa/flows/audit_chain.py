@@ -16,10 +16,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cloudmfa.flows.deps import Maintenance
 from cloudmfa.store import audit_chain as chain_repo
+from cloudmfa.store.db import read_only
 
 log = logging.getLogger("cloudmfa")
 
@@ -30,6 +31,11 @@ MAX_COLLISIONS = 10
 async def seal_pending(engine: AsyncEngine, *, batch_size: int = SEAL_BATCH_SIZE) -> int:
     """Chain every event committed so far, one committed batch at a time; returns how many
     this call chained (another sealer may have chained some of them meanwhile)."""
+    # Looked at first without a transaction: an idle sealer then takes no lock at all (on
+    # SQLite the write lock, which every writer shares).
+    async with read_only(engine).connect() as conn:
+        if not await chain_repo.any_pending(conn):
+            return 0
     total, collisions = 0, 0
     while True:
         try:
@@ -65,35 +71,46 @@ async def verify(engine: AsyncEngine) -> Verdict:
 
     The first break is reported: an event whose content or link changed (its recomputed link
     differs from the stored one), a position with no event (an event deleted, or moved), or a
-    chain that ends before the head its row records (events deleted from the end)."""
+    chain that ends before the head its row records (events deleted from the end). Reads take
+    no lock (SQLite's write lock included): sealers and the prune go on meanwhile, so the walk
+    stops at the head it read first, and a break at the start is looked at again when a prune
+    moved the base meanwhile."""
     await seal_pending(engine)
-    async with engine.connect() as conn:
-        chain = await chain_repo.ends(conn)
-        expected, previous, checked = chain.base_seq + 1, chain.base_hash, 0
+    for _ in range(3):
+        async with read_only(engine).connect() as conn:
+            chain = await chain_repo.ends(conn)
+            verdict = await _walk_and_check(conn, chain)
+            if verdict.whole or (await chain_repo.ends(conn)).base_seq == chain.base_seq:
+                return verdict
+    return verdict
 
-        def verdict(problem: str | None) -> Verdict:
-            return Verdict(checked, chain.head_seq, chain.head_hash, problem)
 
-        async for row in chain_repo.walk(conn, after=chain.base_seq):
-            position = int(row.chain_seq)
-            if position != expected:
-                return verdict(
-                    f"the event at position {expected} was removed "
-                    f"(the chain continues at position {position}, event {row.id})"
-                )
-            computed = chain_repo.link(previous, chain_repo.content_of(row))
-            if computed != row.chain_hash:
-                return verdict(
-                    f"event {row.id} at position {position} was changed (its content or its "
-                    "link does not match)"
-                )
-            previous, expected, checked = row.chain_hash, expected + 1, checked + 1
-        if expected - 1 != chain.head_seq or previous != chain.head_hash:
+async def _walk_and_check(conn: AsyncConnection, chain: chain_repo.ChainEnds) -> Verdict:
+    expected, previous, checked = chain.base_seq + 1, chain.base_hash, 0
+
+    def verdict(problem: str | None) -> Verdict:
+        return Verdict(checked, chain.head_seq, chain.head_hash, problem)
+
+    async for row in chain_repo.walk(conn, after=chain.base_seq, through=chain.head_seq):
+        position = int(row.chain_seq)
+        if position != expected:
             return verdict(
-                f"the event at position {expected} was removed (the chain ends at position "
-                f"{expected - 1}, its head is at position {chain.head_seq})"
+                f"the event at position {expected} was removed "
+                f"(the chain continues at position {position}, event {row.id})"
             )
-        return verdict(None)
+        computed = chain_repo.link(previous, chain_repo.content_of(row))
+        if computed != row.chain_hash:
+            return verdict(
+                f"event {row.id} at position {position} was changed (its content or its "
+                "link does not match)"
+            )
+        previous, expected, checked = row.chain_hash, expected + 1, checked + 1
+    if expected - 1 != chain.head_seq or previous != chain.head_hash:
+        return verdict(
+            f"the event at position {expected} was removed (the chain ends at position "
+            f"{expected - 1}, its head is at position {chain.head_seq})"
+        )
+    return verdict(None)
 
 
 async def export(
@@ -103,11 +120,11 @@ async def export(
     ``chain_seq``, ``prev_hash`` and ``chain_hash``: enough to recompute each link outside the
     service. ``since`` leaves out events written before it."""
     await seal_pending(engine)
-    async with engine.connect() as conn:
+    async with read_only(engine).connect() as conn:
         chain = await chain_repo.ends(conn)
         previous: str | None = chain.base_hash
         expected = chain.base_seq + 1
-        async for row in chain_repo.walk(conn, after=chain.base_seq):
+        async for row in chain_repo.walk(conn, after=chain.base_seq, through=chain.head_seq):
             position = int(row.chain_seq)
             if position != expected:  # a gap: the predecessor is whatever is stored there
                 previous = await chain_repo.hash_at(conn, position - 1)

@@ -115,6 +115,12 @@ async def _move_head(conn: AsyncConnection, was: ChainEnds, seq: int, hash_: str
         raise ChainMoved
 
 
+async def any_pending(conn: AsyncConnection) -> bool:
+    """Whether some committed event is not chained yet."""
+    found = select(audit_events.c.seq).where(audit_events.c.chain_seq.is_(None)).limit(1)
+    return (await conn.execute(found)).first() is not None
+
+
 async def seal_batch(conn: AsyncConnection, limit: int) -> int:
     """Chain up to ``limit`` committed events not yet chained, oldest written first; returns
     how many. Run in a transaction of its own: raises ChainMoved (roll back) if another
@@ -139,21 +145,26 @@ async def seal_batch(conn: AsyncConnection, limit: int) -> int:
     return len(sealed)
 
 
-async def chained_after(conn: AsyncConnection, position: int, limit: int) -> list[Any]:
-    """Up to ``limit`` chained events after ``position``, in chain order."""
+async def chained_after(
+    conn: AsyncConnection, position: int, limit: int, through: int
+) -> list[Any]:
+    """Up to ``limit`` chained events after ``position`` up to ``through``, in chain order."""
     result = await conn.execute(
         select(*_CHAINED)
-        .where(audit_events.c.chain_seq > position)
+        .where(audit_events.c.chain_seq > position, audit_events.c.chain_seq <= through)
         .order_by(audit_events.c.chain_seq)
         .limit(limit)
     )
     return list(result)
 
 
-async def walk(conn: AsyncConnection, *, after: int, page: int = 1000) -> AsyncIterator[Any]:
-    """Every chained event after position ``after``, in chain order, a page at a time."""
+async def walk(
+    conn: AsyncConnection, *, after: int, through: int, page: int = 1000
+) -> AsyncIterator[Any]:
+    """Every chained event after position ``after`` up to ``through``, in chain order, a page
+    at a time."""
     while True:
-        rows = await chained_after(conn, after, page)
+        rows = await chained_after(conn, after, page, through)
         for row in rows:
             yield row
         if len(rows) < page:
