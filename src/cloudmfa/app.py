@@ -13,7 +13,7 @@ from cloudmfa.api import accounts, admin, auth, docs, factors, me, openapi, ops,
 from cloudmfa.api.edge import EdgeMiddleware, Metrics
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
-from cloudmfa.flows import maintenance
+from cloudmfa.flows import audit_chain, maintenance
 from cloudmfa.services import Services
 
 log = logging.getLogger("cloudmfa")
@@ -32,9 +32,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await svc.start()
         pruning = maintenance.start_pruning(svc)
+        sealing = audit_chain.start_sealing(svc)
         try:
             yield
         finally:
+            await audit_chain.stop_sealing(sealing)
             await maintenance.stop_pruning(pruning)
             await svc.close()
 

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATA_DIR = "./var"
@@ -77,6 +77,14 @@ class Settings(BaseSettings):
 
     # Second factors
     secret_keys: str | None = None  # "id:base64key,..." the first encrypts; unset: ./var key file
+    secret_keys_file: str | None = None  # a file holding that ring (a mounted secret)
+    secret_keys_kms: str | None = None  # "id:base64(KMS ciphertext),...": KMS-wrapped data keys
+    # A signing key the operator provides (PEM of an EC P-256 private key), instead of one the
+    # service generates; imported into the database sealed, like a generated one.
+    signing_key: SecretStr | None = None
+    signing_key_file: str | None = None
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None  # a private or emulated AWS endpoint
     totp_algorithm: Literal["SHA1", "SHA256", "SHA512"] = "SHA1"
     totp_digits: int = Field(default=6, ge=6, le=8)
     totp_period: int = Field(default=30, ge=15, le=120)
@@ -119,6 +127,7 @@ class Settings(BaseSettings):
     prune_interval_s: int = Field(default=3600, ge=0)  # in the background of serve; 0: off
     pending_factor_max_hours: int = Field(default=24, ge=1)  # never activated: then deleted
     audit_retention_days: int = Field(default=0, ge=0)  # 0: audit events are kept forever
+    audit_seal_interval_s: int = Field(default=5, ge=0)  # chain new audit events; 0: off
 
     # The HTTP edge
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
@@ -128,6 +137,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["console", "json"] = "console"
     shutdown_grace_s: int = Field(default=30, ge=0, le=3600)  # in-flight requests on SIGTERM
+    # /metrics answers 401 without it as a Bearer token; unset: /metrics is open.
+    metrics_token: SecretStr | None = None
 
     @field_validator("enabled_factors", mode="before")
     @classmethod
@@ -259,6 +270,26 @@ class Settings(BaseSettings):
                     "no path, no trailing slash)"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Settings:
+        ring = [
+            n for n in ("secret_keys", "secret_keys_file", "secret_keys_kms") if getattr(self, n)
+        ]
+        if len(ring) > 1:
+            names = " and ".join(f"CLOUDMFA_{n.upper()}" for n in ring)
+            raise ValueError(f"{names} are both set: give the secret key ring one way only")
+        if self.signing_key is not None and self.signing_key_file:
+            raise ValueError(
+                "CLOUDMFA_SIGNING_KEY and CLOUDMFA_SIGNING_KEY_FILE are both set: give one"
+            )
+        return self
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _empty_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty variable means no token, as unset does: never "any Bearer token will do".
+        return value if value is not None and value.get_secret_value() else None
 
     @field_validator("ip_rate_limit")
     @classmethod

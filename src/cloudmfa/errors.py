@@ -103,6 +103,12 @@ class PayloadTooLarge(CloudMFAError):
 class RateLimited(CloudMFAError):
     code, status, title = "rate_limited", 429, "Too many requests"
 
+    def __init__(
+        self, detail: str | None = None, *, retry_after: int | None = None, kind: str = "other"
+    ) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.kind = kind  # which limit refused: the metrics count refusals by it
+
 
 class DeliveryFailed(CloudMFAError):
     code, status, title = "delivery_failed", 502, "The message could not be sent"

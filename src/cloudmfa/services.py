@@ -7,27 +7,39 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cloudmfa import metrics
 from cloudmfa.clock import Clock, SystemClock
 from cloudmfa.config import Settings
 from cloudmfa.delivery.base import Outbox
 from cloudmfa.delivery.console import ConsoleOutbox
 from cloudmfa.factors.base import FactorDeps
 from cloudmfa.factors.registry import FactorFactory, FactorTypes
+from cloudmfa.security.key_sources import open_configured_secretbox
 from cloudmfa.security.password_policy import PasswordPolicy
 from cloudmfa.security.passwords import PasswordHashing
-from cloudmfa.security.secretbox import SecretBox, open_secretbox
+from cloudmfa.security.secretbox import SecretBox
 from cloudmfa.security.throttle import AccountThrottle, IpRateLimiter
-from cloudmfa.security.tokens import AccessTokens, KeyRing, generate_signing_key
+from cloudmfa.security.tokens import (
+    PUBLISH_LEAD_S,
+    AccessTokens,
+    KeyRing,
+    SigningKey,
+    SigningKeyError,
+    generate_signing_key,
+    signing_key_from_pem,
+)
 from cloudmfa.store import keys as key_repo
 from cloudmfa.store import sessions as session_repo
-from cloudmfa.store.db import create_engine, read_only
+from cloudmfa.store.db import create_engine, pool_capacity, read_only
 from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, RedisStore, create_store
 from cloudmfa.store.login_attempts import LoginAttempts
+from cloudmfa.store.redis_url import MAX_CONNECTIONS as MAX_REDIS_CONNECTIONS
 from cloudmfa.store.sign_in import SignInStore
 
 log = logging.getLogger("cloudmfa")
@@ -70,7 +82,7 @@ class Services:
             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         )
         store = create_store(settings.redis_url, prefix=settings.redis_key_prefix, clock=clock)
-        secretbox = open_secretbox(settings.secret_keys, settings.data_dir)
+        secretbox = open_configured_secretbox(settings)
         reader = read_only(engine)
         hashing = PasswordHashing(
             time_cost=settings.argon2_time_cost,
@@ -136,17 +148,32 @@ class Services:
         await self.reload_keys()
         if isinstance(self.ephemeral, MemoryStore):
             await self._restore_revocations()
+        metrics.capacity_started(**self._capacity())
 
     async def close(self) -> None:
+        metrics.capacity_stopped(**self._capacity())
         await self.ephemeral.close()
         await self.engine.dispose()
 
+    def _capacity(self) -> dict[str, int]:
+        redis_url = self.settings.redis_url or ""
+        counted = redis_url and "cluster" not in redis_url.partition("://")[0]
+        return {
+            "db": pool_capacity(self.settings.database_url, self.settings.db_pool_size),
+            "redis": MAX_REDIS_CONNECTIONS if counted else 0,
+            "hash_threads": self.hashing.threads,
+        }
+
     async def ensure_signing_key(self) -> None:
         """The first start of a deployment generates its signing key, once for all replicas;
-        any start seals a private key that an earlier release stored as bare PEM."""
+        any start seals a private key that an earlier release stored as bare PEM. A key the
+        operator configures is imported (sealed) at the first start that meets it."""
+        configured = configured_signing_key(self.settings, self.clock.now())
         async with self.engine.begin() as conn:
             if self.settings.is_sqlite is False:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(7355608)"))
+            if configured is not None:
+                await import_signing_key(conn, configured, self.secretbox)
             if not await key_repo.has_active_key(conn):
                 fresh = generate_signing_key(self.clock.now())
                 await key_repo.insert_key(conn, fresh, self.secretbox)
@@ -176,6 +203,36 @@ class Services:
     async def check_database(self) -> None:
         async with self.reader.connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+
+def configured_signing_key(settings: Settings, now: datetime) -> SigningKey | None:
+    """The signing key from CLOUDMFA_SIGNING_KEY or CLOUDMFA_SIGNING_KEY_FILE, if one is set.
+    Raises SigningKeyError (naming the variable) for one that cannot be used."""
+    if settings.signing_key is not None:
+        source, pem = "CLOUDMFA_SIGNING_KEY", settings.signing_key.get_secret_value()
+    elif settings.signing_key_file:
+        source = "CLOUDMFA_SIGNING_KEY_FILE"
+        try:
+            pem = Path(settings.signing_key_file).read_text()
+        except OSError as exc:
+            raise SigningKeyError(f"{source}: cannot read it: {exc.strerror}") from None
+    else:
+        return None
+    try:
+        return signing_key_from_pem(pem, now)
+    except SigningKeyError as exc:
+        raise SigningKeyError(f"{source}: {exc}") from None
+
+
+async def import_signing_key(conn: AsyncConnection, key: SigningKey, box: SecretBox) -> None:
+    """Store a configured key (sealed) unless it is there already. Like `cloudmfa
+    rotate-signing-key`, it is published at once and signs only PUBLISH_LEAD_S later, the
+    current key signing until then; the very first key signs at once."""
+    if await key_repo.has_key(conn, key.kid):
+        return
+    await key_repo.retire_active_keys(conn, key.created_at + timedelta(seconds=PUBLISH_LEAD_S))
+    await key_repo.insert_key(conn, key, box)
+    log.info("imported the configured token signing key %s", key.kid)
 
 
 def revocation_key(session_id: str) -> str:

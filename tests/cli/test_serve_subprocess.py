@@ -48,6 +48,7 @@ PASSWORD = "plum-orbit-velvet-canyon-42"  # 27 characters, on no list: fine for 
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 20
 CLI_TIMEOUT_S = 60
+METRICS_TOKEN = "scrape-token-" + "m" * 20
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -580,6 +581,7 @@ def test_postgres_two_workers_refuse_a_logged_out_token_everywhere(tmp_path: Pat
         CLOUDMFA_REDIS_KEY_PREFIX=prefix,
         CLOUDMFA_MFA_POLICY="optional",
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        CLOUDMFA_METRICS_TOKEN=METRICS_TOKEN,
     )
     server = Server(tmp_path, env, "--workers", "2")
     try:
@@ -607,9 +609,14 @@ def test_postgres_two_workers_refuse_a_logged_out_token_everywhere(tmp_path: Pat
                 assert r.status_code == 401, r.text
                 assert r.json()["code"] == "invalid_token"
                 # Whichever worker answers the scrape counts every worker's refusals.
-                metrics = other.get("/metrics")
+                assert other.get("/metrics").status_code == 401  # the token is set
+                metrics = other.get("/metrics", headers=bearer(METRICS_TOKEN))
                 assert metrics.status_code == 200
                 assert refusals_counted(metrics.text) == attempt
+                # The service's own metrics are summed over the workers too.
+                assert 'cloudmfa_sign_ins_total{factor_type="none"} 1.0' in metrics.text
+                assert 'cloudmfa_password_checks_total{outcome="signed_in"} 1.0' in metrics.text
+                assert "cloudmfa_db_pool_capacity 60.0" in metrics.text  # 2 × (20 + 10)
         # Both workers gave some of the refusals (had one given them all, the test proved less).
         by_worker = refusals_by_worker(metrics_dir, tmp_path)
         assert len([n for n in by_worker if n > 0]) == 2, by_worker

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cloudmfa import metrics as service_metrics
 from cloudmfa.api.ip_limit import LIMITED, LimitedPath, count_request, limited_path
 from cloudmfa.api.problems import as_error, problem_response
 from cloudmfa.errors import InternalError, PayloadTooLarge, RateLimited
@@ -59,6 +60,7 @@ class Metrics:
         # on every call. Bounded: methods as above, route templates, statuses.
         self._counted: dict[tuple[str, str, int], Counter] = {}
         self._timed: dict[str, Histogram] = {}
+        self._endpoint_paths: dict[object, str] = {}  # the framework's routes, found once
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "OTHER"
@@ -73,12 +75,37 @@ class Metrics:
         histogram.observe(seconds)
 
     def exposition(self) -> bytes:
-        """The text a Prometheus scrape reads: of every worker process when there are several."""
+        """The text a Prometheus scrape reads: of every worker process when there are several
+        (their files hold the service's own metrics too, cloudmfa/metrics.py)."""
         if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
             every_worker = CollectorRegistry()
             multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
             return generate_latest(every_worker)
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + service_metrics.exposition()
+
+    def route_of(self, scope: Scope) -> str:
+        """The label of the route that answered: an API route's template; for the framework's
+        own routes (`/docs`, `/openapi.json`, …), which leave no route in the scope, the path
+        of the route whose endpoint ran; `unmatched` for no route at all."""
+        path = getattr(scope.get("route"), "path", None)
+        if path:
+            return str(path)
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return "unmatched"
+        label = self._endpoint_paths.get(endpoint)
+        if label is None:
+            routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+            label = next(
+                (
+                    str(route.path)
+                    for route in routes
+                    if endpoint in (getattr(route, "endpoint", None), getattr(route, "app", None))
+                ),
+                "unmatched",
+            )
+            self._endpoint_paths[endpoint] = label
+        return label
 
 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
@@ -193,7 +220,7 @@ class EdgeMiddleware:
                 await problem_response(error)(scope, receive, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = self.metrics.route_of(scope)
             self.metrics.observe(scope["method"], route, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info("request", extra=_access_fields(scope, route, status, elapsed))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from typing import Any
 
@@ -11,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from cloudmfa.api.deps import ServicesDep
 from cloudmfa.api.schemas import problem_responses
-from cloudmfa.errors import Unavailable
+from cloudmfa.errors import InvalidToken, Unavailable
 from cloudmfa.security.tokens import JWKS_MAX_AGE_S
 
 router = APIRouter(tags=["operations"])
@@ -49,10 +50,23 @@ async def readyz(svc: ServicesDep) -> dict[str, str]:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+        **problem_responses(401),
+    },
 )
-async def metrics(request: Request) -> Response:
-    """Request counts and latencies by route, summed over the instance's worker processes."""
+async def metrics(request: Request, svc: ServicesDep) -> Response:
+    """Request counts and latencies by route, sign-ins, second-factor checks, codes sent,
+    refusals and pool use, summed over the instance's worker processes. Needs
+    `Authorization: Bearer <CLOUDMFA_METRICS_TOKEN>` when that is set (else 401)."""
+    expected = svc.settings.metrics_token
+    if expected is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Compared in constant time, as bytes (compare_digest refuses non-ASCII str).
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), expected.get_secret_value().encode()
+        ):
+            raise InvalidToken("/metrics needs the metrics token as a Bearer token.")
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

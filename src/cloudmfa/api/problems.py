@@ -17,10 +17,12 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from cloudmfa import metrics
 from cloudmfa.errors import (
     CloudMFAError,
     InternalError,
     MethodNotAllowed,
+    RateLimited,
     Unavailable,
     ValidationFailed,
     for_http_status,
@@ -37,6 +39,8 @@ def problem_response(
     """The answer for ``error``: its status, a problem+json body, and the headers its status
     calls for (Retry-After on a refusal with a wait, WWW-Authenticate on a 401)."""
     answer_headers = dict(headers or {})
+    if isinstance(error, RateLimited):
+        metrics.rate_limited(error.kind)
     if error.retry_after is not None:
         answer_headers["Retry-After"] = str(max(1, error.retry_after))
     if error.status == 401:

@@ -1,6 +1,6 @@
 """The ``cloudmfa`` command: serve, migrate, prune, create-admin, rotate-signing-key,
-rotate-secret-key. Each command lives in the module of its purpose and adds its own subparser;
-this module only assembles them."""
+rotate-secret-key, audit. Each command lives in the module of its purpose and adds its own
+subparser; this module only assembles them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from cloudmfa import __version__
-from cloudmfa.cli import accounts, keys, maintenance, serve
+from cloudmfa.cli import accounts, audit, keys, maintenance, serve
 from cloudmfa.cli.common import CliError, fail
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance.register(sub)
     accounts.register(sub)
     keys.register(sub)
+    audit.register(sub)
     return parser
 
 

@@ -160,12 +160,22 @@ def _metrics_dir_for(workers: int) -> str | None:
 def _check_secret_keys(settings: Settings) -> None:
     """Load (or, with zero configuration, generate) the secret key ring once, here, before
     the workers start: they must not race to create the key file."""
-    from cloudmfa.security.secretbox import SecretKeyError, load_key_ring
+    from cloudmfa.security.key_sources import load_configured_ring, source_name
+    from cloudmfa.security.secretbox import SecretKeyError
 
     try:
-        load_key_ring(settings.secret_keys, settings.data_dir)
+        load_configured_ring(settings)
     except SecretKeyError as exc:
-        raise CliError(f"CLOUDMFA_SECRET_KEYS: {exc}") from None
+        raise CliError(f"{source_name(settings)}: {exc}") from None
+    from datetime import UTC, datetime
+
+    from cloudmfa.security.tokens import SigningKeyError
+    from cloudmfa.services import configured_signing_key
+
+    try:
+        configured_signing_key(settings, datetime.now(UTC))
+    except SigningKeyError as exc:
+        raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot create the secret key file in {settings.data_dir}: {exc}") from None
 

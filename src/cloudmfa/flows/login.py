@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from cloudmfa import metrics
 from cloudmfa.config import MfaPolicy
 from cloudmfa.email_address import normalise_email
 from cloudmfa.errors import AccountLocked, InvalidCredentials, RateLimited
@@ -46,6 +47,7 @@ async def login_with_password(
     try:
         await svc.throttle.reserve(email)
     except RateLimited as exc:
+        metrics.password_checked("rate_limited")
         async with svc.reader.connect() as conn:
             known = await user_repo.get_by_email(conn, email)
         await throttling.record_rate_limited(svc, info, known.id if known else None, exc)
@@ -62,9 +64,15 @@ async def login_with_password(
             if device_token and await _remembered(svc, user.id, device_token):
                 result = await _open(svc, info, user, REMEMBERED_DEVICE_AMR, active_factors=1)
                 await svc.throttle.reset(email)
+                metrics.password_checked("remembered_device")
+                metrics.signed_in("remembered_device")
                 return result
-            return await second_factor.begin(svc, user_id=user.id, email=email, offer=offer)
+            required = await second_factor.begin(svc, user_id=user.id, email=email, offer=offer)
+            metrics.password_checked("second_factor_required")
+            return required
         result = await _open(svc, info, user, ["pwd"], active_factors=0)
+        metrics.password_checked("signed_in")
+        metrics.signed_in("none")
     except BaseException:
         await svc.throttle.release(email)  # the password was right all the same
         raise
@@ -134,6 +142,7 @@ async def _open(
 async def _record_failure(
     svc: SecondFactors, info: RequestInfo, user_id: str | None, reason: str
 ) -> None:
+    metrics.password_checked(reason)  # unknown_account, wrong_password, account_locked
     await record_separately(
         svc, info.event("login.failed", subject_id=user_id, outcome="failure", reason=reason)
     )

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cloudmfa.flows.audit_chain import seal_pending
 from cloudmfa.flows.deps import Maintenance
 from cloudmfa.store import factors as factor_repo
 from cloudmfa.store import keys as key_repo
@@ -189,6 +190,9 @@ async def prune(
         )
     )
     if retention.audit is not None:
+        # Events are deleted from the start of the chain only, and only once chained: seal
+        # first, so that none older than the cut-off is left behind unchained.
+        await seal_pending(engine)
         audit_cutoff = now - retention.audit
         report.audit_events = await in_batches(
             lambda conn: prune_repo.delete_audit_events(conn, before=audit_cutoff, limit=batch_size)

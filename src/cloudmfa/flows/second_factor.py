@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from cloudmfa import metrics
 from cloudmfa.errors import AccountLocked, InvalidCode, MfaTokenExpired, RateLimited
 from cloudmfa.factors.base import (
     ChallengeOutcome,
@@ -116,6 +117,7 @@ async def _within_send_limits(
         raise RateLimited(
             "No more codes can be sent for this sign-in; start again with the password.",
             retry_after=svc.attempts.ttl_s,
+            kind="attempt_sends",
         )
     await send_limits.take_send(svc, info, send.message, user_id=attempt.user_id)
 
@@ -154,6 +156,7 @@ async def start_cooldown(svc: Cooldowns, factor_id: str) -> None:
         raise RateLimited(
             "A code was sent a moment ago; wait before asking for another.",
             retry_after=await svc.ephemeral.ttl(key) or cooldown,
+            kind="resend_cooldown",
         )
 
 
@@ -172,30 +175,39 @@ async def verify(
     max_tries = svc.settings.mfa_max_attempts
     held = await svc.attempts.begin_verification(mfa_token, max_tries=max_tries)
     attempt, tries = held.record, held.tries
+    factor_type = attempt.offered.get(factor_id)  # a type the registry knows, or None
     try:
         if tries > max_tries:
             await svc.attempts.end(attempt)
+            metrics.second_factor_checked(factor_type, "expired")
             raise MfaTokenExpired("Too many wrong codes; start again with the password.")
         if held.refused is not None:
+            metrics.second_factor_checked(factor_type, "rate_limited")
             await throttling.record_rate_limited(svc, info, attempt.user_id, held.refused)
             raise held.refused
         try:
             # On success this also spends the attempt and gives back the lease.
-            return await _verify_and_open_session(
+            verified = await _verify_and_open_session(
                 svc, info, attempt, factor_id, proof, remember_device
             )
         except InvalidCode as refused:
+            metrics.second_factor_checked(factor_type, "failed")
             await _record_failure(svc, info, attempt, factor_id, refused)
             if tries >= max_tries:
                 await svc.attempts.end(attempt)
             raise
         except MfaTokenExpired:
+            metrics.second_factor_checked(factor_type, "expired")
             await svc.throttle.release(attempt.email)  # lost a race, not a wrong proof
             raise
         except AccountLocked:
+            metrics.second_factor_checked(factor_type, "account_locked")
             await svc.throttle.release(attempt.email)  # not a wrong proof either
             await svc.attempts.end(attempt)  # locking ended it
             raise
+        metrics.second_factor_checked(factor_type, "succeeded")
+        metrics.signed_in(factor_type or "unknown")
+        return verified
     except BaseException:
         await svc.attempts.release(attempt)
         raise

@@ -19,6 +19,8 @@ import bcrypt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from cloudmfa import metrics
+
 T = TypeVar("T")
 _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 _BCRYPT_MAX_BYTES = 72  # bcrypt only ever looked at this much of a password
@@ -42,9 +44,8 @@ class PasswordHashing:
         # Hashes run on a pool of their own, sized to the cores: argon2 is memory-hard, and
         # more hashes in flight than cores only makes them evict each other from the caches
         # (and leaves the default pool, which the event loop's other work uses, starved).
-        self._pool = ThreadPoolExecutor(
-            max_workers=threads or os.cpu_count() or 1, thread_name_prefix="argon2"
-        )
+        self.threads = threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="argon2")
         self._hasher = PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
@@ -98,4 +99,20 @@ class PasswordHashing:
         await self._run(self.verify_sync, self._dummy_hash, password)
 
     async def _run(self, fn: Callable[..., T], *args: str) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        metrics.PASSWORD_HASH_QUEUE.inc()
+        future = self._pool.submit(_counted, fn, *args)
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            if future.cancelled():  # cancelled while queued: it leaves without ever starting
+                metrics.PASSWORD_HASH_QUEUE.dec()
+
+
+def _counted(fn: Callable[..., T], *args: str) -> T:
+    """Runs on a pool thread: the hash leaves the queue as it starts."""
+    metrics.PASSWORD_HASH_QUEUE.dec()
+    metrics.PASSWORD_HASHES_RUNNING.inc()
+    try:
+        return fn(*args)
+    finally:
+        metrics.PASSWORD_HASHES_RUNNING.dec()

@@ -70,6 +70,7 @@ class AccountThrottle:
         return RateLimited(
             "Too many failed attempts for this account; try again later.",
             retry_after=max(1, retry_after),
+            kind="account",
         )
 
     async def release(self, email: str) -> None:
@@ -114,6 +115,7 @@ class IpRateLimiter:
         raise RateLimited(
             "Too many requests from this address; slow down.",
             retry_after=max(1, int(stats.reset_time - time.time()) + 1),
+            kind="ip",
         )
 
 

@@ -7,7 +7,9 @@ which stays in the JWKS until every token it signed has expired.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import secrets
 import time
 import uuid
@@ -52,6 +54,34 @@ def generate_signing_key(now: datetime) -> SigningKey:
     kid = secrets.token_urlsafe(12)
     jwk.update({"kid": kid, "use": "sig", "alg": ALGORITHM})
     return SigningKey(kid, pem, jwk, now, None)
+
+
+class SigningKeyError(ValueError):
+    """A configured signing key that cannot be used (not an EC P-256 private key in PEM)."""
+
+
+def signing_key_from_pem(pem: str, now: datetime) -> SigningKey:
+    """An operator's key (CLOUDMFA_SIGNING_KEY or _FILE). Its kid is the key's RFC 7638
+    thumbprint, so every replica given the same key names it the same."""
+    try:
+        private = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise SigningKeyError("not an unencrypted private key in PEM") from None
+    if not isinstance(private, ec.EllipticCurvePrivateKey) or not isinstance(
+        private.curve, ec.SECP256R1
+    ):
+        raise SigningKeyError("must be an EC P-256 key (ES256)")
+    normalised = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+    jwk: dict[str, Any] = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    members = {name: jwk[name] for name in ("crv", "kty", "x", "y")}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    kid = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+    jwk.update({"kid": kid, "use": "sig", "alg": ALGORITHM})
+    return SigningKey(kid, normalised, jwk, now, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,15 +9,25 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from cloudmfa import metrics
 from cloudmfa.security.private_files import create_private_file, make_private_dir
 
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
+# SQLAlchemy's own defaults, named so that the metrics can state the pool's capacity.
+SQLITE_POOL_SIZE, SQLITE_POOL_OVERFLOW = 5, 10
 
 
 def read_only(engine: AsyncEngine) -> AsyncEngine:
     """The same pool, for reads: no transaction around them (no BEGIN and ROLLBACK round
     trips on PostgreSQL; on SQLite no write lock, so readers never queue behind writers)."""
     return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def pool_capacity(database_url: str, pool_size: int) -> int:
+    """Connections the engine's pool may open at most (for the metrics)."""
+    if make_url(database_url).get_backend_name() == "sqlite":
+        return SQLITE_POOL_SIZE + SQLITE_POOL_OVERFLOW
+    return pool_size + pool_size // 2
 
 
 def create_engine(
@@ -29,7 +39,7 @@ def create_engine(
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(database_url, sqlite_busy_timeout_ms)
-    return create_async_engine(
+    engine = create_async_engine(
         database_url,
         # Connections beyond pool_size are closed on return, so a pool too small for the
         # concurrency churns connections (a TLS probe, authentication and re-preparing every
@@ -39,6 +49,8 @@ def create_engine(
         pool_pre_ping=False,
         pool_recycle=1800,
     )
+    metrics.watch_db_pool(engine)
+    return engine
 
 
 def _sqlite_engine(database_url: str, busy_timeout_ms: int) -> AsyncEngine:
@@ -47,7 +59,13 @@ def _sqlite_engine(database_url: str, busy_timeout_ms: int) -> AsyncEngine:
         # Created before SQLite opens it, or it would be created world-readable (umask 022).
         make_private_dir(Path(path).parent)
         create_private_file(Path(path))
-    engine = create_async_engine(database_url, connect_args={"timeout": busy_timeout_ms / 1000})
+    engine = create_async_engine(
+        database_url,
+        connect_args={"timeout": busy_timeout_ms / 1000},
+        pool_size=SQLITE_POOL_SIZE,
+        max_overflow=SQLITE_POOL_OVERFLOW,
+    )
+    metrics.watch_db_pool(engine)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -68,6 +68,11 @@ async def has_active_key(conn: AsyncConnection) -> bool:
     return (await conn.execute(active)).first() is not None
 
 
+async def has_key(conn: AsyncConnection, kid: str) -> bool:
+    found = select(signing_keys.c.kid).where(signing_keys.c.kid == kid)
+    return (await conn.execute(found)).first() is not None
+
+
 async def insert_key(conn: AsyncConnection, key: SigningKey, box: SecretBox) -> None:
     await conn.execute(
         insert(signing_keys).values(

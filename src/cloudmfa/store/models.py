@@ -151,9 +151,25 @@ audit_events = Table(
     Column("user_agent", String(512), nullable=True),
     Column("outcome", String(16), nullable=False),
     Column("details", JSON, nullable=False, default=dict),
+    # The hash chain (store/audit_chain.py): written by the sealer after the event commits, so
+    # that writing an event never waits on the chain. NULL until sealed.
+    Column("chain_seq", BigInteger, nullable=True, unique=True),  # position in the chain
+    Column("chain_hash", String(64), nullable=True),  # SHA-256 over the predecessor's and content
     Index("ix_audit_events_actor_id", "actor_id"),
     Index("ix_audit_events_subject_id", "subject_id"),
     Index("ix_audit_events_type", "type"),
+)
+
+# One row (id 1): where the audit chain starts (after what retention pruned) and where it ends.
+# Sealers and the prune lock this row, never the events' table, so sign-ins never wait on it.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("base_seq", BigInteger, nullable=False),  # the last position pruned (0: none)
+    Column("base_hash", String(64), nullable=False),  # its hash (the genesis hash: none)
+    Column("head_seq", BigInteger, nullable=False),  # the last position sealed
+    Column("head_hash", String(64), nullable=False),
 )
 
 signing_keys = Table(

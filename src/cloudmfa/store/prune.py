@@ -14,8 +14,8 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Table, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloudmfa.store import audit_chain
 from cloudmfa.store.models import (
-    audit_events,
     factors,
     refresh_tokens,
     remembered_devices,
@@ -85,5 +85,6 @@ async def delete_pending_factors(
 
 
 async def delete_audit_events(conn: AsyncConnection, *, before: datetime, limit: int) -> int:
-    """Audit events recorded before ``before``."""
-    return await _delete_batch(conn, audit_events, "seq", audit_events.c.at < before, limit)
+    """Audit events recorded before ``before``, from the start of the hash chain only, so that
+    what is left still verifies (store/audit_chain.py moves the chain's base past them)."""
+    return await audit_chain.delete_prefix(conn, before=before, limit=limit)

@@ -14,6 +14,7 @@ anything is built, with one line that says what is wrong.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -22,8 +23,11 @@ from redis.asyncio import ConnectionPool, Redis, RedisCluster, Sentinel
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from cloudmfa import metrics
 
 RedisClient = Redis | RedisCluster
 
@@ -98,7 +102,7 @@ def parse_redis_url(url: str) -> RedisTarget:
 def connect_redis(target: RedisTarget) -> RedisClient:
     """A redis-py asyncio client for the target. Nothing is sent until its first command."""
     if target.kind == "server":
-        pool = ConnectionPool.from_url(
+        pool = CountedConnectionPool.from_url(
             target.url, max_connections=MAX_CONNECTIONS, **_connection_options()
         )
         return Redis(connection_pool=pool)
@@ -111,6 +115,7 @@ def connect_redis(target: RedisTarget) -> RedisClient:
         )
         client: Redis = sentinel.master_for(
             target.service_name,
+            connection_pool_class=CountedSentinelConnectionPool,
             db=target.db,
             max_connections=MAX_CONNECTIONS,
             username=target.username,
@@ -125,6 +130,37 @@ def connect_redis(target: RedisTarget) -> RedisClient:
         max_connections=MAX_CONNECTIONS,  # per node
         **_connection_options(),
     )
+
+
+class _CountsUse:
+    """Counts the connections checked out of a redis-py pool (for the metrics), through the
+    pool's public get_connection and release. Only connections handed out are counted back
+    in: a failing get_connection releases its connection itself before anyone had it."""
+
+    _handed_out: weakref.WeakSet[Any]
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        connection = await super().get_connection(*args, **kwargs)  # type: ignore[misc]
+        if not hasattr(self, "_handed_out"):
+            self._handed_out = weakref.WeakSet()
+        self._handed_out.add(connection)
+        metrics.REDIS_POOL_IN_USE.inc()
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        handed_out = getattr(self, "_handed_out", None)
+        if handed_out is not None and connection in handed_out:
+            handed_out.discard(connection)
+            metrics.REDIS_POOL_IN_USE.dec()
+        await super().release(connection)  # type: ignore[misc]
+
+
+class CountedConnectionPool(_CountsUse, ConnectionPool):
+    pass
+
+
+class CountedSentinelConnectionPool(_CountsUse, SentinelConnectionPool):
+    pass
 
 
 def _connection_options() -> dict[str, Any]:
