@@ -25,7 +25,7 @@ from cloudmfa.security.throttle import AccountThrottle, IpRateLimiter
 from cloudmfa.security.tokens import AccessTokens, KeyRing, generate_signing_key
 from cloudmfa.store import keys as key_repo
 from cloudmfa.store import sessions as session_repo
-from cloudmfa.store.db import create_engine, read_only
+from cloudmfa.store.db import create_engine, read_only, serialised
 from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, RedisStore, create_store
 from cloudmfa.store.login_attempts import LoginAttempts
 from cloudmfa.store.sign_in import SignInStore
@@ -144,9 +144,7 @@ class Services:
     async def ensure_signing_key(self) -> None:
         """The first start of a deployment generates its signing key, once for all replicas;
         any start seals a private key that an earlier release stored as bare PEM."""
-        async with self.engine.begin() as conn:
-            if self.settings.is_sqlite is False:
-                await conn.execute(text("SELECT pg_advisory_xact_lock(7355608)"))
+        async with serialised(self.engine, "signing-key") as conn:
             if not await key_repo.has_active_key(conn):
                 fresh = generate_signing_key(self.clock.now())
                 await key_repo.insert_key(conn, fresh, self.secretbox)

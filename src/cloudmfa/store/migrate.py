@@ -1,7 +1,8 @@
 """Apply the Alembic migrations to the configured database.
 
-Safe to run from several replicas at once: PostgreSQL takes an advisory lock for the duration,
-SQLite an immediate (write) transaction.
+Safe to run from several replicas at once: the migration runs under store/db.py's
+``serialised`` lock (PostgreSQL: an advisory lock; MariaDB/MySQL: a named lock, held past the
+commits its DDL makes implicitly; SQLite: an immediate, write-locking transaction).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloudmfa.store.db import serialised
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_PG_LOCK_ID = 0x636C6F75646D6661  # "cloudmfa"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -31,15 +33,13 @@ def head_revision() -> str | None:
 
 
 def _upgrade(connection: Connection) -> str | None:
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
     command.upgrade(alembic_config(connection), "head")
     return MigrationContext.configure(connection).get_current_revision()
 
 
 async def upgrade_to_head(engine: AsyncEngine) -> str | None:
     """Bring the schema to the newest revision; returns that revision."""
-    async with engine.begin() as conn:
+    async with serialised(engine, "migrate") as conn:
         return await conn.run_sync(_upgrade)
 
 
