@@ -85,6 +85,10 @@ async def update_returning(
 
 # How long a replica waits for another to finish the same serialised work (a migration).
 _MYSQL_LOCK_TIMEOUT_S = 600
+# Named locks belong to the server, not to a database: the name carries the database's, hashed
+# to stay within the 64 characters a lock name may have, so deployments sharing a server do not
+# wait for each other.
+_MYSQL_LOCK_NAME = "CONCAT('cloudmfa:', :name, ':', LEFT(SHA1(DATABASE()), 20))"
 
 
 @asynccontextmanager
@@ -99,8 +103,8 @@ async def serialised(engine: AsyncEngine, name: str) -> AsyncIterator[AsyncConne
     async with engine.connect() as conn:
         if is_mysql(conn):
             got = await conn.scalar(
-                text("SELECT GET_LOCK(:name, :timeout)"),
-                {"name": f"cloudmfa:{name}", "timeout": _MYSQL_LOCK_TIMEOUT_S},
+                text(f"SELECT GET_LOCK({_MYSQL_LOCK_NAME}, :timeout)"),
+                {"name": name, "timeout": _MYSQL_LOCK_TIMEOUT_S},
             )
             await conn.commit()
             if got != 1:
@@ -114,7 +118,7 @@ async def serialised(engine: AsyncEngine, name: str) -> AsyncIterator[AsyncConne
                 yield conn
         finally:
             if is_mysql(conn):
-                await conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": f"cloudmfa:{name}"})
+                await conn.execute(text(f"SELECT RELEASE_LOCK({_MYSQL_LOCK_NAME})"), {"name": name})
                 await conn.commit()
 
 

@@ -7,6 +7,7 @@ commits its DDL makes implicitly; SQLite: an immediate, write-locking transactio
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -30,6 +31,18 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+class _UnnamedPrimaryKeys(logging.Filter):
+    """MariaDB/MySQL warn, once per table a migration creates, that a primary key keeps no name
+    of its own (it is always PRIMARY); asyncmy logs each warning, which would read as trouble
+    at every first start. Only that warning is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "ignored for PRIMARY key" not in record.getMessage()
+
+
+logging.getLogger("asyncmy").addFilter(_UnnamedPrimaryKeys())
 
 
 def _upgrade(connection: Connection) -> str | None:
