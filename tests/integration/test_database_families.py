@@ -10,10 +10,12 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, func, inspect, select
+from sqlalchemy import Connection, func, insert, inspect, select, text
+from sqlalchemy.exc import DBAPIError
 
 from cloudmfa.config import normalise_database_url
 from cloudmfa.services import Services
@@ -21,9 +23,9 @@ from cloudmfa.store import claims
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import list_events
 from cloudmfa.store.claims import AdvanceCounter, UseFactor
-from cloudmfa.store.db import create_engine
+from cloudmfa.store.db import create_engine, is_mysql
 from cloudmfa.store.migrate import alembic_config, head_revision, upgrade_to_head
-from cloudmfa.store.models import metadata, signing_keys
+from cloudmfa.store.models import metadata, signing_keys, users
 from conftest import ALL_BACKENDS, PASSWORD, Api, bearer
 from conftest import test_settings as make_settings
 from support import assert_problem, mfa_user
@@ -159,3 +161,32 @@ async def test_parallel_logouts_of_one_session_revoke_it_once(api: Api) -> None:
     async with api.svc.engine.connect() as conn:
         events = await list_events(conn, user_id=account["id"], type_="session.revoked")
     assert len(events) == 1, events  # the session was revoked once, by one of them
+
+
+async def test_a_value_too_long_for_its_column_is_refused_not_cut_short(
+    backend: dict[str, Any],
+) -> None:
+    """PostgreSQL refuses it; MariaDB/MySQL would cut it short silently in a non-strict
+    sql_mode, which the service never runs in (store/db.py). SQLite keeps text whole."""
+    engine = create_engine(normalise_database_url(backend["database_url"]))
+    now = datetime.now(UTC)
+    row = {"id": str(uuid.uuid4()), "password_hash": "x", "roles": [], "created_at": now}
+    long_email = "a" * 310 + "@example.com"  # 322 characters; the column holds 320
+    try:
+        await upgrade_to_head(engine)
+        statement = insert(users).values(**row, email=long_email, updated_at=now)
+        if engine.dialect.name == "sqlite":  # no length to enforce: kept whole, not cut short
+            async with engine.begin() as conn:
+                await conn.execute(statement)
+            async with engine.connect() as conn:
+                stored = await conn.scalar(select(users.c.email).where(users.c.id == row["id"]))
+            assert stored == long_email
+            return
+        with pytest.raises(DBAPIError):
+            async with engine.begin() as conn:
+                await conn.execute(statement)
+        if is_mysql(engine):  # the service's own mode, not the server's default (which lacks it)
+            async with engine.connect() as conn:
+                assert "STRICT_ALL_TABLES" in await conn.scalar(text("SELECT @@SESSION.sql_mode"))
+    finally:
+        await engine.dispose()

@@ -39,8 +39,13 @@ def create_engine(
             # statement sees what has been committed, as the stores expect. (Conditional
             # UPDATEs, which make things single use, read the newest row under either.)
             "isolation_level": "READ COMMITTED",
-            # Four bytes per character, so an address or a display name is stored as given.
-            "connect_args": {"charset": "utf8mb4"},
+            "connect_args": {
+                # Four bytes per character, so an address or a display name is stored as given.
+                "charset": "utf8mb4",
+                # Strict, whatever the server's default: a value too long for its column is an
+                # error, as on PostgreSQL, never cut short without a word.
+                "init_command": "SET SESSION sql_mode = 'TRADITIONAL'",
+            },
         }
     return create_async_engine(
         database_url,
