@@ -76,6 +76,9 @@ def server_env(database_url: str, prefix: str) -> dict[str, str]:
         CLOUDMFA_LOGIN_MAX_FAILURES=str(MAX_FAILURES),
         CLOUDMFA_IP_RATE_LIMIT=f"{IP_LIMIT}/minute",
         CLOUDMFA_TRUSTED_PROXIES="127.0.0.1",
+        # One address in front of both, as a load balancer gives them: the tokens' issuer, the
+        # same whichever replica signed (unset, each would name the port it serves on).
+        CLOUDMFA_PUBLIC_URL="https://mfa.example.com",
         CLOUDMFA_PRUNE_INTERVAL_S="0",
     )
     return env
