@@ -31,7 +31,7 @@ install: $(TEST_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/cloudmfa serve --host 127.0.0.1 --port $(PORT)
 
-## The whole suite: unit, API (SQLite + PostgreSQL, memory + Redis), CLI, property tests.
+## The whole suite: unit, API (SQLite + memory, PostgreSQL + Redis, MariaDB + Redis), CLI, property tests.
 test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy

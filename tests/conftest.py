@@ -1,7 +1,9 @@
 """Shared fixtures: real databases and a real Redis, created per module and dropped after.
 
-Every API test runs twice: on SQLite with the in-process store (the zero-configuration
-deployment) and on PostgreSQL with Redis (the scaled-out one).
+Every API test runs on SQLite with the in-process store (the zero-configuration deployment) and
+on PostgreSQL with Redis (the scaled-out one). A module that sets ``BACKENDS = ALL_BACKENDS``
+runs on MariaDB with Redis too: the modules that exercise every flow and every single-use
+guarantee do; the rest would only run the same statements again, at a cost in test time.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncmy
 import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
 
 from cloudmfa.app import create_app
 from cloudmfa.clock import FrozenClock
@@ -28,6 +32,7 @@ from cloudmfa.config import Settings
 from cloudmfa.services import Services
 
 PG_DSN = os.environ.get("CLOUDMFA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+MARIADB_DSN = os.environ.get("CLOUDMFA_TEST_MARIADB", "mysql://root@127.0.0.1:3306/mysql")
 REDIS_URL = os.environ.get("CLOUDMFA_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 # Fast hashing in tests; the real parameters have their own test and benchmark.
@@ -60,6 +65,36 @@ class PgDatabase:
             await conn.close()
 
 
+class MariaDbDatabase:
+    """A throwaway MariaDB (or MySQL) database with a random name."""
+
+    def __init__(self) -> None:
+        self.name = "cloudmfa_test_" + secrets.token_hex(6)
+        self.url = f"{MARIADB_DSN.rsplit('/', 1)[0]}/{self.name}"
+
+    async def _run(self, sql: str) -> None:
+        url = make_url(MARIADB_DSN)
+        conn = await asyncmy.connect(
+            host=url.host or "127.0.0.1",
+            port=url.port or 3306,
+            user=url.username or "root",
+            password=url.password or "",
+        )
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.execute(sql)
+        finally:
+            conn.close()
+
+    async def create(self) -> None:
+        await self._run(
+            f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci"
+        )
+
+    async def drop(self) -> None:
+        await self._run(f"DROP DATABASE IF EXISTS `{self.name}`")
+
+
 async def drop_redis_prefix(prefix: str) -> None:
     redis = Redis.from_url(REDIS_URL)
     try:
@@ -73,14 +108,15 @@ async def drop_redis_prefix(prefix: str) -> None:
 @asynccontextmanager
 async def fresh_backend(kind: str, directory: Path) -> AsyncIterator[dict[str, Any]]:
     """Settings overrides naming a fresh database (and Redis key space), dropped after:
-    `sqlite-memory` (a file in ``directory``, the in-process store) or `postgres-redis`."""
+    `sqlite-memory` (a file in ``directory``, the in-process store), `postgres-redis` or
+    `mariadb-redis`."""
     if kind == "sqlite-memory":
         yield {
             "database_url": f"sqlite+aiosqlite:///{directory / 'cloudmfa.db'}",
             "redis_url": None,
         }
         return
-    db = PgDatabase()
+    db = MariaDbDatabase() if kind == "mariadb-redis" else PgDatabase()
     await db.create()
     prefix = f"cloudmfa-test-{secrets.token_hex(4)}:"
     try:
@@ -90,7 +126,24 @@ async def fresh_backend(kind: str, directory: Path) -> AsyncIterator[dict[str, A
         await db.drop()
 
 
-@pytest_asyncio.fixture(scope="module", params=["sqlite-memory", "postgres-redis"])
+DEFAULT_BACKENDS = ("sqlite-memory", "postgres-redis")
+ALL_BACKENDS = (*DEFAULT_BACKENDS, "mariadb-redis")
+
+
+# CLOUDMFA_TEST_BACKENDS=mariadb-redis (comma-separated) runs every module on the backends named
+# instead, for a change that touches the database layer.
+FORCED_BACKENDS = tuple(filter(None, os.environ.get("CLOUDMFA_TEST_BACKENDS", "").split(",")))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each module that uses a backend runs on its ``BACKENDS`` (DEFAULT_BACKENDS unless it
+    says so)."""
+    if "backend" in metafunc.fixturenames:
+        kinds = FORCED_BACKENDS or getattr(metafunc.module, "BACKENDS", DEFAULT_BACKENDS)
+        metafunc.parametrize("backend", kinds, indirect=True, scope="module")
+
+
+@pytest_asyncio.fixture(scope="module")
 async def backend(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[dict[str, Any]]:

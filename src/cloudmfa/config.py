@@ -371,12 +371,18 @@ def normalise_database_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ValueError(
-            "CLOUDMFA_DATABASE_URL must look like sqlite+aiosqlite:///path or postgresql://host/db"
+            "CLOUDMFA_DATABASE_URL must look like sqlite+aiosqlite:///path, postgresql://host/db"
+            " or mysql://host/db"
         )
     if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
         return f"postgresql+asyncpg://{rest}"
+    if scheme in ("mysql", "mariadb", "mysql+asyncmy", "mariadb+asyncmy"):
+        # MariaDB and MySQL speak one protocol; SQLAlchemy's mysql dialect tells them apart
+        # by the server's version string once connected.
+        return f"mysql+asyncmy://{rest}"
     if scheme in ("sqlite", "sqlite+aiosqlite"):
         return f"sqlite+aiosqlite://{rest}"
     raise ValueError(
-        f"unsupported database scheme {scheme!r}: use sqlite+aiosqlite:// or postgresql://"
+        f"unsupported database scheme {scheme!r}:"
+        " use sqlite+aiosqlite://, postgresql:// or mysql://"
     )

@@ -36,7 +36,7 @@ from cloudmfa.security.tokens import (
 )
 from cloudmfa.store import keys as key_repo
 from cloudmfa.store import sessions as session_repo
-from cloudmfa.store.db import create_engine, pool_capacity, read_only
+from cloudmfa.store.db import create_engine, pool_capacity, read_only, serialised
 from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, RedisStore, create_store
 from cloudmfa.store.login_attempts import LoginAttempts
 from cloudmfa.store.redis_url import MAX_CONNECTIONS as MAX_REDIS_CONNECTIONS
@@ -169,9 +169,7 @@ class Services:
         any start seals a private key that an earlier release stored as bare PEM. A key the
         operator configures is imported (sealed) at the first start that meets it."""
         configured = configured_signing_key(self.settings, self.clock.now())
-        async with self.engine.begin() as conn:
-            if self.settings.is_sqlite is False:
-                await conn.execute(text("SELECT pg_advisory_xact_lock(7355608)"))
+        async with serialised(self.engine, "signing-key") as conn:
             if configured is not None:
                 await import_signing_key(conn, configured, self.secretbox)
             if not await key_repo.has_active_key(conn):

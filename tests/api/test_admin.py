@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from conftest import PASSWORD, Api, bearer
+from conftest import ALL_BACKENDS, PASSWORD, Api, bearer
 from support import AUDIT_EVENT_KEYS, assert_problem
 from support import admin_session as signed_in_admin
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 
 async def admin_session(api: Api, tag: str = "admin") -> tuple[dict[str, Any], dict[str, str]]:

@@ -20,9 +20,11 @@ from cloudmfa.security.tokens import hash_opaque_token
 from cloudmfa.store import recovery_codes as code_repo
 from cloudmfa.store.audit import list_events
 from cloudmfa.store.models import remembered_devices
-from conftest import PASSWORD, Api, bearer, start_api
+from conftest import ALL_BACKENDS, PASSWORD, Api, bearer, start_api
 from conftest import test_settings as make_settings
 from support import MfaUser, admin_session, assert_problem, mfa_user
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 DEVICE_KEYS = {"id", "created_at", "last_used_at", "user_agent", "ip"}
 NEW_PASSWORD = "saffron-glacier-lantern-97"

@@ -21,10 +21,12 @@ from cloudmfa.delivery.base import Message
 from cloudmfa.factors.registry import FACTORIES, FactorTypeUnavailable
 from cloudmfa.services import Services
 from cloudmfa.store.models import factors
-from conftest import Api, bearer
+from conftest import ALL_BACKENDS, Api, bearer
 from stub_factors.message_code import MessageCodeFactor
 from stub_factors.stored_credential import StoredCredentialFactor, sign
 from support import assert_authenticated, assert_problem, claims
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 STUB_FACTORIES = {
     **FACTORIES,

@@ -10,8 +10,10 @@ from sqlalchemy import func, select
 
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.models import factors, recovery_codes, remembered_devices, sessions
-from conftest import Api, bearer
+from conftest import ALL_BACKENDS, Api, bearer
 from support import MfaUser, assert_authenticated, assert_problem, mfa_user, verify
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 
 async def admin_headers(api: Api) -> dict[str, str]:

@@ -15,9 +15,11 @@ from cloudmfa.flows.accounts import create_admin
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import list_events
 from cloudmfa.store.users import User
-from conftest import FAST_ARGON2, PASSWORD, Api, bearer, start_api
+from conftest import ALL_BACKENDS, FAST_ARGON2, PASSWORD, Api, bearer, start_api
 from conftest import test_settings as make_settings
 from support import TOKEN_KEYS, admin_session, assert_problem
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 
 async def login_raw(api: Api, email: str, password: str) -> httpx.Response:

@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 
 from cloudmfa.store import audit as audit_repo
-from conftest import PASSWORD, Api, bearer
+from conftest import ALL_BACKENDS, PASSWORD, Api, bearer
 from support import AUDIT_EVENT_KEYS, assert_problem
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 NEW_PASSWORD = "saffron-glacier-lantern-97"
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$")

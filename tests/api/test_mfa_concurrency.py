@@ -25,9 +25,11 @@ from cloudmfa.store import sessions as session_repo
 from cloudmfa.store.audit import list_events
 from cloudmfa.store.ephemeral import Use
 from cloudmfa.store.login_attempts import _attempt_id, _lease_key
-from conftest import Api, start_api
+from conftest import ALL_BACKENDS, Api, start_api
 from conftest import test_settings as make_settings
 from support import MfaUser
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 
 @pytest_asyncio.fixture(scope="module")

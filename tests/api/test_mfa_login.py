@@ -20,7 +20,7 @@ from cloudmfa.store import recovery_codes as code_repo
 from cloudmfa.store.audit import list_events
 from cloudmfa.store.ephemeral import MemoryStore
 from cloudmfa.store.login_attempts import _attempt_id, _token_key
-from conftest import PASSWORD, Api, bearer
+from conftest import ALL_BACKENDS, PASSWORD, Api, bearer
 from support import (
     MfaUser,
     assert_authenticated,
@@ -29,6 +29,8 @@ from support import (
     mfa_user,
     verify,
 )
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 RECOVERY_CODE = re.compile(r"^[A-Z0-9]{4}(-[A-Z0-9]{4}){4}$")
 

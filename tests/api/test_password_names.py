@@ -11,9 +11,11 @@ import pytest_asyncio
 
 from cloudmfa.errors import WeakPassword
 from cloudmfa.flows.accounts import create_admin
-from conftest import PASSWORD, Api, start_api
+from conftest import ALL_BACKENDS, PASSWORD, Api, start_api
 from conftest import test_settings as make_settings
 from support import assert_problem
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 ISSUER = "Globex Widgets"
 

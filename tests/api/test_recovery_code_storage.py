@@ -12,8 +12,10 @@ from sqlalchemy import insert, select, update
 
 from cloudmfa.factors.recovery import codes
 from cloudmfa.store.models import recovery_codes
-from conftest import Api
+from conftest import ALL_BACKENDS, Api
 from support import assert_authenticated, assert_problem, mfa_user
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 
 async def stored_rows(api: Api, user_id: str) -> list[Any]:

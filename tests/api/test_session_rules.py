@@ -14,7 +14,7 @@ import httpx
 import pytest_asyncio
 
 from cloudmfa.flows.accounts import create_admin
-from conftest import PASSWORD, Api, bearer, start_api
+from conftest import ALL_BACKENDS, PASSWORD, Api, bearer, start_api
 from conftest import test_settings as make_settings
 from support import (
     add_totp,
@@ -25,6 +25,8 @@ from support import (
     mfa_sign_in,
     mfa_user,
 )
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 ADMIN_USER_AGENT = "admin-console/9.3 (secret-workstation)"
 

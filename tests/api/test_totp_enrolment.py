@@ -20,9 +20,11 @@ from sqlalchemy import select
 from cloudmfa.factors.totp.enrol import qr_svg
 from cloudmfa.store.audit import list_events
 from cloudmfa.store.models import factors as factors_table
-from conftest import Api, bearer, start_api
+from conftest import ALL_BACKENDS, Api, bearer, start_api
 from conftest import test_settings as make_settings
 from support import assert_problem
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 FACTOR_KEYS = {"id", "type", "label", "status", "created_at", "last_used_at"}
 ENROL_KEYS = {"id", "type", "status", "secret", "otpauth_uri", "qr_svg"}

@@ -378,9 +378,9 @@ def test_serve_with_an_unusable_tls_key_fails_in_one_line(tmp_path: Path, proble
 
 
 def test_serve_with_an_unknown_database_scheme_fails_in_one_line(tmp_path: Path) -> None:
-    env = clean_env(CLOUDMFA_DATABASE_URL="mysql://root@127.0.0.1/cloudmfa")
+    env = clean_env(CLOUDMFA_DATABASE_URL="mongodb://127.0.0.1/cloudmfa")
     result = run_cli(["serve", "--port", str(free_port())], cwd=tmp_path, env=env)
-    assert_one_line_error(result, "CLOUDMFA_DATABASE_URL", "mysql")
+    assert_one_line_error(result, "CLOUDMFA_DATABASE_URL", "mongodb")
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["migrate"]])

@@ -16,6 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from cloudmfa.config import normalise_database_url
 from cloudmfa.store.db import create_engine
 from cloudmfa.store.migrate import alembic_config
+from conftest import ALL_BACKENDS
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 

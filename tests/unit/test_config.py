@@ -21,6 +21,22 @@ def test_a_configured_database_wins_over_the_data_dir() -> None:
     assert settings.database_url == "postgresql+asyncpg://db/mfa"
 
 
+@pytest.mark.parametrize(
+    "given",
+    ["mysql://u:p@db:3306/mfa", "mysql+asyncmy://u:p@db:3306/mfa", "mariadb://u:p@db:3306/mfa"],
+)
+def test_a_mysql_url_takes_the_async_driver(given: str) -> None:
+    settings = Settings(_env_file=None, database_url=given)
+    assert settings.database_url == "mysql+asyncmy://u:p@db:3306/mfa"
+    assert not settings.is_sqlite
+
+
+@pytest.mark.parametrize("given", ["mongodb://db/mfa", "mysql+pymysql://db/mfa", "db/mfa"])
+def test_a_database_the_service_cannot_use_is_refused(given: str) -> None:
+    with pytest.raises(ValueError, match="CLOUDMFA_DATABASE_URL|unsupported database scheme"):
+        Settings(_env_file=None, database_url=given)
+
+
 def test_the_data_dir_from_the_environment_moves_the_database(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

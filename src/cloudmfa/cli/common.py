@@ -55,7 +55,7 @@ def run_async(make: Callable[[], Awaitable[T]]) -> T:
         raise CliError(f"cannot reach the database: {exc}") from None
     except Exception as exc:  # driver errors have no common base class worth naming
         name = type(exc).__name__
-        if "sqlalchemy" in type(exc).__module__ or "asyncpg" in type(exc).__module__:
+        if type(exc).__module__.split(".")[0] in ("sqlalchemy", "asyncpg", "asyncmy"):
             message = str(exc).splitlines()[0] if str(exc) else name
             raise CliError(f"database error ({name}): {message}") from None
         raise

@@ -110,13 +110,16 @@ class UseUncounted:
 @functools.cache
 def runnable(claim_type: type[Claim]) -> Update:
     """The claim as the store runs it: for an unlocked account only (locking ends pending
-    sign-ins), saying whether it matched. Built once per claim class."""
+    sign-ins). Built once per claim class. Whether it matched is the count of rows it matched
+    (``rowcount``), not a RETURNING clause, which MariaDB and MySQL do not have for UPDATE;
+    they count matched rows rather than changed ones because SQLAlchemy connects with
+    CLIENT_FOUND_ROWS (a claim that records a use at the same instant changes no value)."""
     unlocked = exists(
         select(users.c.id).where(
             users.c.id == bindparam("claim_user_id"), users.c.locked_at.is_(None)
         )
     )
-    return claim_type.template().where(unlocked).returning(literal_column("1").label("spent"))
+    return claim_type.template().where(unlocked)
 
 
 def bound(claim: Claim, *, user_id: str, now: datetime) -> dict[str, Any]:
@@ -128,4 +131,4 @@ async def apply(conn: AsyncConnection, claim: Claim, *, user_id: str, now: datet
     """Apply a claim in the caller's transaction; False when it was already spent (or the
     account is locked)."""
     result = await conn.execute(runnable(type(claim)), bound(claim, user_id=user_id, now=now))
-    return result.first() is not None
+    return result.rowcount > 0

@@ -1,13 +1,15 @@
-"""The database engine: one place that knows how SQLite and PostgreSQL differ."""
+"""The database engine: one place that knows how SQLite, PostgreSQL and MariaDB/MySQL differ."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import ColumnElement, Row, Update, event, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from cloudmfa import metrics
 from cloudmfa.security.private_files import create_private_file, make_private_dir
@@ -39,6 +41,22 @@ def create_engine(
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(database_url, sqlite_busy_timeout_ms)
+    extra: dict[str, Any] = {}
+    if url.get_backend_name() == "mysql":
+        extra = {
+            # InnoDB's default, REPEATABLE READ, answers a transaction's later plain SELECTs
+            # from the snapshot of its first; READ COMMITTED is what PostgreSQL does, so every
+            # statement sees what has been committed, as the stores expect. (Conditional
+            # UPDATEs, which make things single use, read the newest row under either.)
+            "isolation_level": "READ COMMITTED",
+            "connect_args": {
+                # Four bytes per character, so an address or a display name is stored as given.
+                "charset": "utf8mb4",
+                # Strict, whatever the server's default: a value too long for its column is an
+                # error, as on PostgreSQL, never cut short without a word.
+                "init_command": "SET SESSION sql_mode = 'TRADITIONAL'",
+            },
+        }
     engine = create_async_engine(
         database_url,
         # Connections beyond pool_size are closed on return, so a pool too small for the
@@ -48,9 +66,82 @@ def create_engine(
         max_overflow=pool_size // 2,
         pool_pre_ping=False,
         pool_recycle=1800,
+        **extra,
     )
     metrics.watch_db_pool(engine)
     return engine
+
+
+def is_mysql(engine_or_conn: AsyncEngine | AsyncConnection) -> bool:
+    """MariaDB or MySQL (SQLAlchemy's one "mysql" dialect, whichever server answered)."""
+    return engine_or_conn.dialect.name in ("mysql", "mariadb")
+
+
+async def update_returning(
+    conn: AsyncConnection, stmt: Update, *columns: ColumnElement[Any]
+) -> Sequence[Row[Any]]:
+    """``stmt`` with ``RETURNING columns``, in the caller's transaction, on every database.
+
+    MariaDB and MySQL have no ``UPDATE … RETURNING``. There the matching rows are first read
+    with ``SELECT … FOR UPDATE``, a locking read: it sees the newest committed version of each
+    row and locks it to the end of the transaction, so a parallel update of the same row waits
+    and then finds that it no longer matches, as it would with PostgreSQL's conditional UPDATE.
+    Then exactly the rows read are updated. Two round trips instead of one."""
+    if conn.dialect.update_returning:
+        return (await conn.execute(stmt.returning(*columns))).all()
+    assert conn.in_transaction(), "a locking read outside a transaction locks nothing"
+    table, where = stmt.table, stmt.whereclause
+    assert where is not None, "an UPDATE of every row has nothing to emulate RETURNING for"
+    (key,) = table.primary_key.columns  # type: ignore[attr-defined]
+    wanted = [key, *(c for c in columns if c is not key)]
+    rows = (await conn.execute(select(*wanted).where(where).with_for_update())).all()
+    if rows:
+        await conn.execute(stmt.where(key.in_([row[0] for row in rows])))
+    return rows
+
+
+# How long a replica waits for another to finish the same serialised work (a migration).
+_MYSQL_LOCK_TIMEOUT_S = 600
+# Named locks belong to the server, not to a database: the name carries the database's, hashed
+# to stay within the 64 characters a lock name may have, so deployments sharing a server do not
+# wait for each other.
+_MYSQL_LOCK_NAME = "CONCAT('cloudmfa:', :name, ':', LEFT(SHA1(DATABASE()), 20))"
+
+
+@asynccontextmanager
+async def serialised(engine: AsyncEngine, name: str) -> AsyncIterator[AsyncConnection]:
+    """A transaction that no other process runs under the same ``name`` at the same time,
+    whichever replica it is in: for the work every replica does at start (migrations, the first
+    signing key), where the second must find what the first committed.
+
+    PostgreSQL: an advisory lock held to the end of the transaction. MariaDB/MySQL: a named
+    lock (GET_LOCK), which belongs to the connection, so it is let go only after the commit.
+    SQLite: the transaction's write lock (BEGIN IMMEDIATE, see _sqlite_engine) is enough."""
+    async with engine.connect() as conn:
+        if is_mysql(conn):
+            got = await conn.scalar(
+                text(f"SELECT GET_LOCK({_MYSQL_LOCK_NAME}, :timeout)"),
+                {"name": name, "timeout": _MYSQL_LOCK_TIMEOUT_S},
+            )
+            await conn.commit()
+            if got != 1:
+                raise TimeoutError(f"another replica held the {name!r} lock too long")
+        try:
+            async with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_IDS[name]}
+                    )
+                yield conn
+        finally:
+            if is_mysql(conn):
+                await conn.execute(text(f"SELECT RELEASE_LOCK({_MYSQL_LOCK_NAME})"), {"name": name})
+                await conn.commit()
+
+
+# PostgreSQL keys advisory locks by integer; these are the keys earlier releases took, so that
+# replicas of two releases side by side (a rolling upgrade) still exclude each other.
+_PG_LOCK_IDS = {"migrate": 0x636C6F75646D6661, "signing-key": 7355608}
 
 
 def _sqlite_engine(database_url: str, busy_timeout_ms: int) -> AsyncEngine:

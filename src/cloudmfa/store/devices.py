@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloudmfa.store.db import update_returning
 from cloudmfa.store.models import remembered_devices
 
 
@@ -57,10 +58,9 @@ async def use_device(
             remembered_devices.c.expires_at > now,
         )
         .values(last_used_at=now)
-        .returning(remembered_devices.c.id)
     )
-    row = (await conn.execute(stmt)).first()
-    return row.id if row else None
+    rows = await update_returning(conn, stmt, remembered_devices.c.id)
+    return rows[0].id if rows else None
 
 
 async def list_devices(

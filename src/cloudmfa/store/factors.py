@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.factors.base import StoredFactor
+from cloudmfa.store.db import update_returning
 from cloudmfa.store.models import factors
 
 # The statements of the login path are built once: building a statement per call (where
@@ -147,10 +148,9 @@ async def activate(
         update(factors)
         .where(factors.c.id == factor_id, factors.c.status == "pending")
         .values(**values)
-        .returning(factors.c.id)
     )
     try:
-        return (await conn.execute(stmt)).first() is not None
+        return len(await update_returning(conn, stmt, factors.c.id)) == 1
     except IntegrityError as exc:
         raise DuplicateLookupKey(lookup_key) from exc
 

@@ -1,22 +1,25 @@
 """Apply the Alembic migrations to the configured database.
 
-Safe to run from several replicas at once: PostgreSQL takes an advisory lock for the duration,
-SQLite an immediate (write) transaction.
+Safe to run from several replicas at once: the migration runs under store/db.py's
+``serialised`` lock (PostgreSQL: an advisory lock; MariaDB/MySQL: a named lock, held past the
+commits its DDL makes implicitly; SQLite: an immediate, write-locking transaction).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cloudmfa.store.db import serialised
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_PG_LOCK_ID = 0x636C6F75646D6661  # "cloudmfa"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -30,16 +33,26 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+class _UnnamedPrimaryKeys(logging.Filter):
+    """MariaDB/MySQL warn, once per table a migration creates, that a primary key keeps no name
+    of its own (it is always PRIMARY); asyncmy logs each warning, which would read as trouble
+    at every first start. Only that warning is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "ignored for PRIMARY key" not in record.getMessage()
+
+
+logging.getLogger("asyncmy").addFilter(_UnnamedPrimaryKeys())
+
+
 def _upgrade(connection: Connection) -> str | None:
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
     command.upgrade(alembic_config(connection), "head")
     return MigrationContext.configure(connection).get_current_revision()
 
 
 async def upgrade_to_head(engine: AsyncEngine) -> str | None:
     """Bring the schema to the newest revision; returns that revision."""
-    async with engine.begin() as conn:
+    async with serialised(engine, "migrate") as conn:
         return await conn.run_sync(_upgrade)
 
 

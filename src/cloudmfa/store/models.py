@@ -1,4 +1,5 @@
-"""The schema, as SQLAlchemy Core tables: the same definitions serve SQLite and PostgreSQL.
+"""The schema, as SQLAlchemy Core tables: the same definitions serve SQLite, PostgreSQL and
+MariaDB/MySQL.
 
 Core rather than the ORM: the hot paths (login, token refresh, code verification) are single
 statements, and the ORM's unit of work costs more CPU than the statement itself.
@@ -25,14 +26,27 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
+
+_NAIVE_UTC_DIALECTS = ("sqlite", "mysql", "mariadb")  # no zone kept: UTC by convention
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC in and out, on SQLite (which keeps no zone) as on PostgreSQL."""
+    """Timezone-aware UTC in and out, on SQLite and MariaDB/MySQL (which keep no zone) as on
+    PostgreSQL."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            # DATETIME keeps whole seconds unless told otherwise; microseconds as elsewhere
+            # (a session's auth_time is compared with times taken later in the same second).
+            # DATETIME rather than TIMESTAMP: no conversion by the session's time zone, no 2038.
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -40,7 +54,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the database")
         value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.replace(tzinfo=None) if dialect.name in _NAIVE_UTC_DIALECTS else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -50,6 +64,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 AutoIncrement: Any = BigInteger().with_variant(Integer(), "sqlite")
+
+# MariaDB/MySQL compare text by the table's collation, and the server's default is case- and
+# accent-insensitive: "jose@…" would find the row of "josé@…" and the unique index would refuse
+# the second. Emails, tokens and codes are compared exactly, as PostgreSQL and SQLite do; every
+# table says so (other databases ignore these options).
+MYSQL_TABLE: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
 metadata = MetaData(
     naming_convention={
@@ -71,6 +91,7 @@ users = Table(
     Column("locked_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    **MYSQL_TABLE,
 )
 
 factors = Table(
@@ -93,6 +114,7 @@ factors = Table(
     Column("last_used_at", UTCDateTime, nullable=True),
     Index("ix_factors_user_id_status", "user_id", "status"),
     Index("ix_factors_type_lookup_key", "type", "lookup_key", unique=True),
+    **MYSQL_TABLE,
 )
 
 recovery_codes = Table(
@@ -107,6 +129,7 @@ recovery_codes = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime, nullable=True),
     Index("ix_recovery_codes_user_id_lookup", "user_id", "lookup"),
+    **MYSQL_TABLE,
 )
 
 sessions = Table(
@@ -126,6 +149,7 @@ sessions = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("revoked_reason", String(64), nullable=True),
     Index("ix_sessions_user_id", "user_id"),
+    **MYSQL_TABLE,
 )
 
 refresh_tokens = Table(
@@ -136,6 +160,7 @@ refresh_tokens = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime, nullable=True),
     Index("ix_refresh_tokens_session_id", "session_id"),
+    **MYSQL_TABLE,
 )
 
 audit_events = Table(
@@ -158,6 +183,7 @@ audit_events = Table(
     Index("ix_audit_events_actor_id", "actor_id"),
     Index("ix_audit_events_subject_id", "subject_id"),
     Index("ix_audit_events_type", "type"),
+    **MYSQL_TABLE,
 )
 
 # One row (id 1): where the audit chain starts (after what retention pruned) and where it ends.
@@ -181,6 +207,7 @@ signing_keys = Table(
     Column("public_jwk", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("retired_at", UTCDateTime, nullable=True),  # no longer signs; verifies until expiry
+    **MYSQL_TABLE,
 )
 
 remembered_devices = Table(
@@ -195,4 +222,5 @@ remembered_devices = Table(
     Column("ip", String(64), nullable=True),
     Column("user_agent", String(512), nullable=True),
     Index("ix_remembered_devices_user_id", "user_id"),
+    **MYSQL_TABLE,
 )

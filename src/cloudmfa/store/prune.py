@@ -1,10 +1,10 @@
 """Deleting rows past their use, at most ``limit`` rows per statement.
 
-Each function is one ``DELETE … WHERE key IN (SELECT key … LIMIT n)`` built from the tables in
-models.py, so a caller commits in small batches instead of holding one giant transaction (and
-its locks) over a large table. Each returns how many rows it deleted; fewer than ``limit``
-means nothing more matches. Which rows are past their use, and why, is decided by the caller
-(flows/maintenance.py); these functions only take the cut-off times.
+Each function is one ``DELETE … WHERE key IN (SELECT key FROM (SELECT key … LIMIT n))`` built
+from the tables in models.py, so a caller commits in small batches instead of holding one giant
+transaction (and its locks) over a large table. Each returns how many rows it deleted; fewer
+than ``limit`` means nothing more matches. Which rows are past their use, and why, is decided
+by the caller (flows/maintenance.py); these functions only take the cut-off times.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ async def _delete_batch(
     conn: AsyncConnection, table: Table, key: str, where: ColumnElement[bool], limit: int
 ) -> int:
     column = table.c[key]
-    chosen = select(column).where(where).limit(limit)
-    result = await conn.execute(delete(table).where(column.in_(chosen.scalar_subquery())))
+    # The chosen keys as a derived table: MariaDB and MySQL refuse LIMIT in an IN subquery (and
+    # a subquery reading the table being deleted from), but not a derived table, which they
+    # materialise before deleting. PostgreSQL and SQLite take it as they took the plain form.
+    chosen = select(column).where(where).limit(limit).subquery("chosen")
+    result = await conn.execute(delete(table).where(column.in_(select(chosen.c[key]))))
     return int(result.rowcount)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloudmfa.store.db import update_returning
 from cloudmfa.store.models import refresh_tokens, sessions
 
 
@@ -102,9 +103,8 @@ async def revoke(
         update(sessions)
         .where(sessions.c.id.in_(session_ids), sessions.c.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason)
-        .returning(sessions.c.id)
     )
-    return [row.id for row in await conn.execute(stmt)]
+    return [row.id for row in await update_returning(conn, stmt, sessions.c.id)]
 
 
 async def live_session_ids(
@@ -143,10 +143,9 @@ async def consume_refresh_token(
         update(refresh_tokens)
         .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used_at.is_(None))
         .values(used_at=now)
-        .returning(refresh_tokens.c.session_id)
     )
-    row = (await conn.execute(stmt)).first()
-    return row.session_id if row else None
+    rows = await update_returning(conn, stmt, refresh_tokens.c.session_id)
+    return rows[0].session_id if rows else None
 
 
 async def session_of_used_token(conn: AsyncConnection, token_hash: str) -> str | None:

@@ -12,7 +12,8 @@ built from the table definitions in store/models.py:
   SQLAlchemy builds and compiles it once per shape; asyncpg runs it on a connection from
   SQLAlchemy's pool. Run through SQLAlchemy's execution layer it cost the service about 0.7 ms
   of CPU more per sign-in than asyncpg alone (bench/README.md), a large share of the step.
-- any other database (SQLite): the claim, then the inserts, in one transaction.
+- any other database (SQLite, MariaDB/MySQL): the claim, then the inserts, in one transaction;
+  the claim counts as spent when its conditional UPDATE matched a row (store/claims.py).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class SignInStore:
             return bool(written)
         async with self._engine.begin() as conn:
             spent = await conn.execute(claims.runnable(type(completion.claim)), claim_values)
-            if spent.first() is None:
+            if spent.rowcount == 0:
                 return False
             for table, table_rows in rows:
                 await conn.execute(_INSERTS[table.name], table_rows)
@@ -151,7 +152,7 @@ def _one_statement(claim_type: type[Claim], tables: tuple[str, ...]) -> Select[A
     json_populate_recordset(NULL::sessions, $rows) WHERE EXISTS (claim) RETURNING …), …
     SELECT count(*) FROM new_sessions. Built once per claim class and set of tables (with a
     remembered device or not), then run with bound values."""
-    claim = claims.runnable(claim_type).cte("claim")
+    claim = claims.runnable(claim_type).returning(literal_column("1").label("spent")).cte("claim")
     spent = exists(select(claim))
     inserted = [_insert_if(_TABLES[name], spent).cte(f"new_{name}") for name in tables]
     # Every data-modifying CTE runs whether or not the query reads it.

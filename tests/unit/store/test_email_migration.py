@@ -14,6 +14,9 @@ from cloudmfa.config import normalise_database_url
 from cloudmfa.store.db import create_engine
 from cloudmfa.store.migrate import alembic_config, upgrade_to_head
 from cloudmfa.store.models import users
+from conftest import ALL_BACKENDS
+
+BACKENDS = ALL_BACKENDS  # MariaDB too (tests/conftest.py)
 
 
 def _upgrade_to(connection: Connection, revision: str) -> None:

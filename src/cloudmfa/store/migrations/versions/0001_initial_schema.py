@@ -7,6 +7,8 @@ Create Date: 2026-11-25 21:11:29.616472
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -16,6 +18,9 @@ revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+
+# Exact (binary) comparison of text on MariaDB/MySQL, as on the other databases (models.py).
+_MYSQL_TABLE: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
 
 def upgrade() -> None:
@@ -38,6 +43,7 @@ def upgrade() -> None:
         sa.Column("details", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_events")),
         sa.UniqueConstraint("id", name=op.f("uq_audit_events_id")),
+        **_MYSQL_TABLE,
     )
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.create_index("ix_audit_events_actor_id", ["actor_id"], unique=False)
@@ -53,6 +59,7 @@ def upgrade() -> None:
         sa.Column("created_at", cloudmfa.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("retired_at", cloudmfa.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("kid", name=op.f("pk_signing_keys")),
+        **_MYSQL_TABLE,
     )
     op.create_table(
         "users",
@@ -66,6 +73,7 @@ def upgrade() -> None:
         sa.Column("updated_at", cloudmfa.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
+        **_MYSQL_TABLE,
     )
     op.create_table(
         "factors",
@@ -84,6 +92,7 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name=op.f("fk_factors_user_id_users"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_factors")),
+        **_MYSQL_TABLE,
     )
     with op.batch_alter_table("factors", schema=None) as batch_op:
         batch_op.create_index("ix_factors_user_id_status", ["user_id", "status"], unique=False)
@@ -102,6 +111,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_recovery_codes")),
+        **_MYSQL_TABLE,
     )
     with op.batch_alter_table("recovery_codes", schema=None) as batch_op:
         batch_op.create_index("ix_recovery_codes_user_id", ["user_id"], unique=False)
@@ -125,6 +135,7 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name=op.f("fk_sessions_user_id_users"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sessions")),
+        **_MYSQL_TABLE,
     )
     with op.batch_alter_table("sessions", schema=None) as batch_op:
         batch_op.create_index("ix_sessions_user_id", ["user_id"], unique=False)
@@ -142,33 +153,19 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_refresh_tokens")),
+        **_MYSQL_TABLE,
     )
     with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
         batch_op.create_index("ix_refresh_tokens_session_id", ["session_id"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
-        batch_op.drop_index("ix_refresh_tokens_session_id")
-
+    # Dropping a table drops its indexes; MariaDB/MySQL would refuse to drop first an index
+    # that a foreign key uses.
     op.drop_table("refresh_tokens")
-    with op.batch_alter_table("sessions", schema=None) as batch_op:
-        batch_op.drop_index("ix_sessions_user_id")
-
     op.drop_table("sessions")
-    with op.batch_alter_table("recovery_codes", schema=None) as batch_op:
-        batch_op.drop_index("ix_recovery_codes_user_id")
-
     op.drop_table("recovery_codes")
-    with op.batch_alter_table("factors", schema=None) as batch_op:
-        batch_op.drop_index("ix_factors_user_id_status")
-
     op.drop_table("factors")
     op.drop_table("users")
     op.drop_table("signing_keys")
-    with op.batch_alter_table("audit_events", schema=None) as batch_op:
-        batch_op.drop_index("ix_audit_events_type")
-        batch_op.drop_index("ix_audit_events_subject_id")
-        batch_op.drop_index("ix_audit_events_actor_id")
-
     op.drop_table("audit_events")

@@ -7,6 +7,8 @@ Create Date: 2026-11-25 21:20:11.928150
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -16,6 +18,9 @@ revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+
+# Exact (binary) comparison of text on MariaDB/MySQL, as on the other databases (models.py).
+_MYSQL_TABLE: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
 
 def upgrade() -> None:
@@ -37,13 +42,13 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_remembered_devices")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_remembered_devices_token_hash")),
+        **_MYSQL_TABLE,
     )
     with op.batch_alter_table("remembered_devices", schema=None) as batch_op:
         batch_op.create_index("ix_remembered_devices_user_id", ["user_id"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("remembered_devices", schema=None) as batch_op:
-        batch_op.drop_index("ix_remembered_devices_user_id")
-
+    # Dropping a table drops its indexes; MariaDB/MySQL would refuse to drop first an index
+    # that a foreign key uses.
     op.drop_table("remembered_devices")

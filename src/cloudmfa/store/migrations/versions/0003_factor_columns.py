@@ -25,28 +25,47 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # MariaDB/MySQL rewrite a column's whole definition to rename or retype it, hence the
+    # existing type and nullability; and they refuse to drop an index a foreign key relies on
+    # (recovery_codes.user_id) before another index can serve it, hence create, then drop.
     with op.batch_alter_table("factors", schema=None) as batch_op:
-        batch_op.alter_column("last_used_step", new_column_name="counter")
+        batch_op.alter_column(
+            "last_used_step",
+            new_column_name="counter",
+            existing_type=sa.BigInteger(),
+            existing_nullable=True,
+        )
         batch_op.add_column(sa.Column("lookup_key", sa.String(length=255), nullable=True))
         batch_op.create_index("ix_factors_type_lookup_key", ["type", "lookup_key"], unique=True)
     with op.batch_alter_table("recovery_codes", schema=None) as batch_op:
         batch_op.add_column(sa.Column("lookup", sa.String(length=8), nullable=True))
         batch_op.alter_column(
-            "code_hash", existing_type=sa.String(length=128), type_=sa.String(length=255)
+            "code_hash",
+            existing_type=sa.String(length=128),
+            type_=sa.String(length=255),
+            existing_nullable=False,
         )
-        batch_op.drop_index("ix_recovery_codes_user_id")
         batch_op.create_index("ix_recovery_codes_user_id_lookup", ["user_id", "lookup"])
+        batch_op.drop_index("ix_recovery_codes_user_id")
 
 
 def downgrade() -> None:
     with op.batch_alter_table("recovery_codes", schema=None) as batch_op:
-        batch_op.drop_index("ix_recovery_codes_user_id_lookup")
         batch_op.create_index("ix_recovery_codes_user_id", ["user_id"])
+        batch_op.drop_index("ix_recovery_codes_user_id_lookup")
         batch_op.alter_column(
-            "code_hash", existing_type=sa.String(length=255), type_=sa.String(length=128)
+            "code_hash",
+            existing_type=sa.String(length=255),
+            type_=sa.String(length=128),
+            existing_nullable=False,
         )
         batch_op.drop_column("lookup")
     with op.batch_alter_table("factors", schema=None) as batch_op:
         batch_op.drop_index("ix_factors_type_lookup_key")
         batch_op.drop_column("lookup_key")
-        batch_op.alter_column("counter", new_column_name="last_used_step")
+        batch_op.alter_column(
+            "counter",
+            new_column_name="last_used_step",
+            existing_type=sa.BigInteger(),
+            existing_nullable=True,
+        )
