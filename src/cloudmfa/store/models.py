@@ -71,6 +71,8 @@ users = Table(
     Column("locked_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # On PostgreSQL, trigram indexes on email and lower(display_name) serve the admin search's
+    # substring match (migration 0005); they are not declared here, being PostgreSQL's own.
 )
 
 factors = Table(
@@ -153,7 +155,8 @@ audit_events = Table(
     Column("details", JSON, nullable=False, default=dict),
     Index("ix_audit_events_actor_id", "actor_id"),
     Index("ix_audit_events_subject_id", "subject_id"),
-    Index("ix_audit_events_type", "type"),
+    # Paging newest first within one type (migration 0005).
+    Index("ix_audit_events_type_seq", "type", "seq"),
 )
 
 signing_keys = Table(
