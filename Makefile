@@ -8,7 +8,7 @@ PORT   ?= 8000
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install run test test-fast lint hash-timing bench clean
+.PHONY: install run test test-fast lint hash-timing bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,3 +56,9 @@ clean:
 ## writes bench/results/<time>.{json,md}. See bench/README.md.
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/run.py
+
+## A million users: 1,000,000 users and 10,000,000 audit events COPYed into PostgreSQL, the
+## sign-in steps and the admin reads measured against the same at 1,000 users (bench/README.md).
+## Smaller: `make bench-scale SCALE_ARGS="--users 100000 --audit-events 1000000"`.
+bench-scale: $(TEST_STAMP)
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)

@@ -1,97 +1,44 @@
-"""A real Redis Cluster (three masters of Debian's redis-server on 127.0.0.1, started here and
-torn down after): the service reached through `redis+cluster://` signs in with a second factor,
-spends an mfa_token once, keeps the per-IP limit, and clears keys that live in other slots."""
+"""A real Redis Cluster (three masters of Debian's redis-server on 127.0.0.1, each with a
+replica, started here and torn down after): the service reached through `redis+cluster://`
+signs in with a second factor, spends an mfa_token once, keeps the per-IP limit, and clears keys
+that live in other slots; then a master is killed in the middle of sign-ins and nothing single
+use is spent twice (tests/sign_ins_under_failover.py says what may be lost and what must
+hold)."""
 
 from __future__ import annotations
 
 import secrets
-import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-import redis
 from redis.crc import key_slot
 
 import support
+from cloudmfa.security.throttle import account_tag
 from cloudmfa.store.ephemeral import RedisStore
-from conftest import Api, start_api
+from conftest import Api, PgDatabase, start_api
 from conftest import test_settings as settings_for
-from support import free_port, mfa_user
+from redis_servers import ClusterSetup, start_cluster
+from sign_ins_under_failover import run_rounds, sessions_per_user
+from support import mfa_user
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)")
-    ports = [free_port() for _ in range(3)]
-    servers = []
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
+    setup = start_cluster(tmp_path_factory, replicas=1)  # a replica each: for the failover
     try:
-        for port in ports:
-            data = tmp_path_factory.mktemp(f"redis-{port}")
-            servers.append(_start_node(port, data))
-        for port in ports:
-            _wait_for_ping(port)
-        nodes = [f"127.0.0.1:{port}" for port in ports]
-        created = subprocess.run(
-            ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0"],
-            input="yes\n",
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert created.returncode == 0, created.stdout + created.stderr
-        _wait_for_cluster(ports)
-        yield "redis+cluster://" + ",".join(nodes[:2])  # seeds: not every node
+        yield setup
     finally:
-        for server in servers:
-            server.terminate()
-        for server in servers:
-            server.wait(timeout=10)
+        setup.stop()
 
 
-def _start_node(port: int, data: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            "redis-server",
-            *("--bind", "127.0.0.1", "--port", str(port)),
-            *("--cluster-enabled", "yes", "--cluster-config-file", str(data / "nodes.conf")),
-            # The bus port defaults to port + 10000, past 65535 for a port above 55535.
-            *("--cluster-port", str(free_port())),
-            *("--dir", str(data), "--save", "", "--appendonly", "no"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _wait_for_ping(port: int) -> None:
-    deadline = time.monotonic() + 30  # the machine may be busy with the rest of the suite
-    while True:
-        try:
-            if redis.Redis(host="127.0.0.1", port=port).ping():
-                return
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def _wait_for_cluster(ports: list[int]) -> None:
-    deadline = time.monotonic() + 60
-
-    def state(port: int) -> str:
-        return str(redis.Redis(host="127.0.0.1", port=port).cluster("info")["cluster_state"])
-
-    while any(state(port) != "ok" for port in ports):
-        assert time.monotonic() < deadline, "the cluster did not come up"
-        time.sleep(0.1)
+@pytest.fixture(scope="module")
+def cluster_url(cluster: ClusterSetup) -> str:
+    return cluster.url
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -152,3 +99,43 @@ async def test_keys_in_other_slots_are_cleared_with_the_spent_one(cluster_url: s
         assert await store.exists_any(*keys) is False
     finally:
         await store.close()
+
+
+async def test_killing_a_master_mid_sign_in_spends_no_proof_twice(cluster: ClusterSetup) -> None:
+    db = PgDatabase()
+    await db.create()
+    settings = settings_for(
+        {"database_url": db.url, "redis_url": cluster.url},
+        redis_key_prefix=f"cloudmfa-test-{secrets.token_hex(4)}:",
+        login_max_failures=100,  # every proof is spent twice: each loser counts as a failure
+    )
+    try:
+        app, api = await start_api(settings)
+        async with app.router.lifespan_context(app), api.client:
+            users = [await mfa_user(api, f"cluster-failover-{i}") for i in range(4)]
+            before = await sessions_per_user(db.url, [u.id for u in users])
+
+            def fail_over() -> None:
+                # The master of the first user's slot: their attempts, throttle and sessions'
+                # revocations live there.
+                cluster.kill_master_of("{" + account_tag(users[0].email) + "}")
+                cluster.wait_for_state_ok()
+
+            tally = await run_rounds(api, users, fail_over=fail_over)
+
+            assert tally.rounds_during_failover >= 1, tally
+            assert tally.answers["503 unavailable"] >= 1, tally.answers
+            after = await sessions_per_user(db.url, [u.id for u in users])
+            for user in users:
+                signed_in = after[user.id] - before[user.id]
+                assert tally.wins[user.id] <= signed_in <= tally.proofs_offered[user.id], tally
+            assert tally.refresh_wins >= 1
+            # The per-IP limit and revocations work on the cluster's new shape.
+            _, headers = await api.signed_in("after-cluster-failover")
+            assert (
+                await api.client.post("/api/v1/auth/logout", headers=headers)
+            ).status_code == 204
+            refused = await api.client.get("/api/v1/me", headers=headers)
+            support.assert_problem(refused, 401, "invalid_token")
+    finally:
+        await db.drop()

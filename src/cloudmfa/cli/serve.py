@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import logging
 import os
@@ -63,6 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
     _check_tls(args.tls_cert, args.tls_key)
     _check_port_free(args.host, args.port)
+    if settings.redis_url:
+        _check_redis(settings.redis_url)
     _check_secret_keys(settings)
     _default_public_url(settings, port=args.port, tls=bool(args.tls_cert))
     if settings.auto_migrate:
@@ -191,6 +194,45 @@ async def _check_database(settings: Settings) -> None:
             await conn.execute(text("SELECT 1"))
     finally:
         await engine.dispose()
+
+
+def _check_redis(url: str) -> None:
+    """Ask the configured Redis once, before the workers start: a URL the service cannot use
+    (nothing listening, a Sentinel that knows no such service, a Cluster URL for a lone
+    server, a wrong password, TLS to a server without it) ends here in one line, rather than in
+    workers that answer every request 503."""
+    import redis.exceptions
+
+    from cloudmfa.store.ephemeral import RedisStore
+
+    async def ping() -> None:
+        store = RedisStore(url)
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(ping())
+    except (
+        redis.exceptions.RedisError,
+        redis.exceptions.RedisClusterException,
+        ConnectionError,
+        OSError,
+    ) as exc:
+        raise CliError(f"CLOUDMFA_REDIS_URL: cannot use this Redis: {_redis_reason(exc)}") from None
+
+
+def _redis_reason(exc: BaseException) -> str:
+    """The first line of redis-py's message (host and port, never the password)."""
+    from redis.asyncio.sentinel import MasterNotFoundError
+
+    cause = exc.__cause__ or exc
+    if isinstance(cause, MasterNotFoundError):
+        # Its message goes on to print the whole client.
+        return "no Sentinel answers with a master for that service name"
+    reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return reason if len(reason) <= 200 else reason[:200] + "…"
 
 
 def register(sub: Any) -> None:

@@ -91,6 +91,8 @@ users = Table(
     Column("locked_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # On PostgreSQL, trigram indexes on email and lower(display_name) serve the admin search's
+    # substring match (migration 0006); they are not declared here, being PostgreSQL's own.
     **MYSQL_TABLE,
 )
 
@@ -182,7 +184,8 @@ audit_events = Table(
     Column("chain_hash", String(64), nullable=True),  # SHA-256 over the predecessor's and content
     Index("ix_audit_events_actor_id", "actor_id"),
     Index("ix_audit_events_subject_id", "subject_id"),
-    Index("ix_audit_events_type", "type"),
+    # Paging newest first within one type (migration 0006).
+    Index("ix_audit_events_type_seq", "type", "seq"),
     **MYSQL_TABLE,
 )
 

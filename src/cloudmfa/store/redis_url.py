@@ -110,7 +110,13 @@ def connect_redis(target: RedisTarget) -> RedisClient:
         assert target.service_name is not None
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(target.nodes),
-            sentinel_kwargs={"socket_timeout": TIMEOUT_S, "socket_connect_timeout": TIMEOUT_S},
+            sentinel_kwargs={
+                "socket_timeout": TIMEOUT_S,
+                "socket_connect_timeout": TIMEOUT_S,
+                # No retry on a Sentinel that does not answer (redis-py's default retries with
+                # backoff, seconds per request): the next Sentinel in the list is asked instead.
+                "retry": Retry(NoBackoff(), 0),
+            },
             **_connection_options(),
         )
         client: Redis = sentinel.master_for(
