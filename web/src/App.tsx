@@ -48,9 +48,12 @@ function Shell() {
           <Burger opened={opened} onClick={toggle} hiddenFrom="sm" size="sm" aria-label={t.nav.main} />
         </Group>
       </AppShell.Header>
-      <AppShell.Navbar p="md">
-        <Stack component="nav" aria-label={t.nav.main}>{links}</Stack>
-      </AppShell.Navbar>
+      {opened && (
+        // The phone-width menu: only in the page while open, so it never doubles the header's links.
+        <AppShell.Navbar p="md">
+          <Stack component="nav" aria-label={t.nav.main}>{links}</Stack>
+        </AppShell.Navbar>
+      )}
       <AppShell.Main>
         <Container size="md" px={0}>
           <StepUpProvider email={me.data?.email ?? null}>

@@ -31,7 +31,7 @@ type Step =
 
 export function factorName(f: { type: string; label?: string | null }): string {
   const kind = t.factorTypes[f.type] ?? f.type;
-  return f.label ? `${kind} (${f.label})` : kind;
+  return f.label && f.label !== kind && f.type !== "recovery" ? `${kind} (${f.label})` : kind;
 }
 
 function passkeyError(error: unknown): unknown {
