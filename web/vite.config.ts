@@ -19,5 +19,7 @@ export default defineConfig({
     environment: "jsdom",
     setupFiles: ["./src/test/setup.ts"],
     css: false,
+    // jsdom renders a whole Mantine page slowly on two shared cores.
+    testTimeout: 30_000,
   },
 });

@@ -154,7 +154,12 @@ const signing: Middleware = {
   },
 };
 
-export const api = createClient<Paths>({ baseUrl: "", credentials: "same-origin" });
+export const api = createClient<Paths>({
+  baseUrl: globalThis.location.origin,
+  credentials: "same-origin",
+  // Looked up at each call, not once at start (component tests put their stand-in there).
+  fetch: (request: Request) => globalThis.fetch(request),
+});
 api.use(signing);
 
 /** The data of a call, or its problem thrown as an ApiError (for TanStack Query). */

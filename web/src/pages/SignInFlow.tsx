@@ -230,8 +230,7 @@ function PasswordStep({
       );
       onAnswer(answer);
     } catch (e) {
-      onError(e);
-      form.setFocus("password");
+      onError(e); // the alert takes the focus
     } finally {
       setBusy(false);
     }
@@ -276,19 +275,20 @@ function PasswordStep({
 
 const codeSchema = z.object({ code: z.string().trim().min(1, t.errors.codeFormat).max(128), remember: z.boolean() });
 
-function useCountdown(seconds: number | null): number {
-  const [left, setLeft] = useState(seconds ?? 0);
+/** Seconds left of a wait of `wait.seconds` that started when `wait` last changed. */
+function useCountdown(wait: { seconds: number } | null): number {
+  const [left, setLeft] = useState(wait?.seconds ?? 0);
   useEffect(() => {
-    if (seconds === null) return;
-    setLeft(seconds);
+    if (wait === null) return;
+    setLeft(wait.seconds);
     const started = Date.now();
     const timer = setInterval(() => {
-      const remaining = Math.max(0, seconds - Math.floor((Date.now() - started) / 1000));
+      const remaining = Math.max(0, wait.seconds - Math.floor((Date.now() - started) / 1000));
       setLeft(remaining);
       if (remaining === 0) clearInterval(timer);
     }, 250);
     return () => clearInterval(timer);
-  }, [seconds]);
+  }, [wait]);
   return left;
 }
 
@@ -312,7 +312,7 @@ function CodeStep({
     resolver: zodResolver(codeSchema),
     defaultValues: { code: "", remember: false },
   });
-  const [cooldown, setCooldown] = useState<number | null>(sent ? RESEND_COOLDOWN_S : null);
+  const [cooldown, setCooldown] = useState<{ seconds: number } | null>(sent ? { seconds: RESEND_COOLDOWN_S } : null);
   const left = useCountdown(cooldown);
   const [busy, setBusy] = useState(false);
   const numeric = factor.type !== "recovery";
@@ -333,9 +333,8 @@ function CodeStep({
       );
       onAuthenticated(tokens);
     } catch (e) {
-      onError(e);
+      onError(e); // the alert takes the focus
       form.setValue("code", "");
-      form.setFocus("code");
     } finally {
       setBusy(false);
     }
@@ -348,13 +347,9 @@ function CodeStep({
         api.POST("/api/v1/auth/challenge", { body: { mfa_token: mfa.mfa_token, factor_id: factor.id } }),
       );
       onResent(again as CodeSent);
-      setCooldown(null);
-      setTimeout(() => setCooldown(RESEND_COOLDOWN_S));
+      setCooldown({ seconds: RESEND_COOLDOWN_S });
     } catch (e) {
-      if (e instanceof ApiError && e.retryAfter) {
-        setCooldown(null);
-        setTimeout(() => setCooldown(e.retryAfter));
-      }
+      if (e instanceof ApiError && e.retryAfter) setCooldown({ seconds: e.retryAfter });
       onError(e);
     }
   };
