@@ -12,6 +12,7 @@ export const t = {
     back: "Back",
     next: "Next page",
     previous: "Previous page",
+    page: (n: number) => `Page ${n}`,
     never: "never",
     copy: "Copy",
     copied: "Copied",

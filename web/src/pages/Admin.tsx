@@ -1,4 +1,4 @@
-import { Badge, Button, Card, Code, Group, Modal, Select, Stack, Table, Tabs, Text, TextInput, Title } from "@mantine/core";
+import { Badge, Button, Card, Code, Group, Modal, NativeSelect, Stack, Table, Tabs, Text, TextInput, Title } from "@mantine/core";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
@@ -34,7 +34,7 @@ function Pager({ page, hasPrevious, nextCursor, onNext, onPrevious }: { page: nu
   return (
     <Group justify="space-between">
       <Button variant="default" disabled={!hasPrevious} onClick={onPrevious}>{t.common.previous}</Button>
-      <Text size="sm" aria-live="polite">{page}</Text>
+      <Text size="sm" aria-live="polite">{t.common.page(page)}</Text>
       <Button variant="default" disabled={!nextCursor} onClick={() => nextCursor && onNext(nextCursor)}>{t.common.next}</Button>
     </Group>
   );
@@ -174,7 +174,7 @@ export function AdminUser() {
 
 function Audit({ userId: initialUser }: { userId: string }) {
   const [userDraft, setUserDraft] = useState(initialUser);
-  const [typeDraft, setTypeDraft] = useState<string | null>(null);
+  const [typeDraft, setTypeDraft] = useState("");
   const [filters, setFilters] = useState({ user_id: initialUser, type: "" });
   const paging = useCursor();
   const events = useQuery({
@@ -188,10 +188,15 @@ function Audit({ userId: initialUser }: { userId: string }) {
   });
   return (
     <Stack>
-      <form onSubmit={(e) => { e.preventDefault(); paging.reset(); setFilters({ user_id: userDraft.trim(), type: typeDraft ?? "" }); }}>
+      <form onSubmit={(e) => { e.preventDefault(); paging.reset(); setFilters({ user_id: userDraft.trim(), type: typeDraft }); }}>
         <Group align="end" wrap="wrap">
           <TextInput label={t.admin.userIdFilter} value={userDraft} onChange={(e) => setUserDraft(e.currentTarget.value)} />
-          <Select label={t.admin.typeFilter} placeholder={t.admin.anyType} data={EVENT_TYPES} value={typeDraft} onChange={setTypeDraft} clearable searchable />
+          <NativeSelect
+            label={t.admin.typeFilter}
+            data={[{ value: "", label: t.admin.anyType }, ...EVENT_TYPES]}
+            value={typeDraft}
+            onChange={(e) => setTypeDraft(e.currentTarget.value)}
+          />
           <Button type="submit">{t.admin.filter}</Button>
         </Group>
       </form>
