@@ -142,6 +142,7 @@ export function AdminUser() {
             <Text>{t.admin.roles}: {u.roles.join(", ") || "—"}</Text>
             <Text>{t.admin.mfaEnabled}: {u.mfa_enabled ? t.admin.yes : t.admin.no}</Text>
             <Title order={2} size="h4">{t.security.factors}</Title>
+            {u.factors.length === 0 && <Text c="dimmed">{t.common.none}</Text>}
             <ul>
               {u.factors.map((f) => (
                 <li key={f.id}>{factorName(f)} — {f.status}, {t.security.lastUsed.toLowerCase()}: <When at={f.last_used_at} /></li>
