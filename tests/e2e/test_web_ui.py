@@ -126,8 +126,16 @@ def browser() -> Iterator[Browser]:
 def context(browser: Browser, base_url: str) -> Iterator[BrowserContext]:
     ctx = browser.new_context(base_url=base_url, viewport={"width": 1100, "height": 800})
     ctx.set_default_timeout(TIMEOUT_MS)
+    # Anything the page's Content-Security-Policy blocked, and any uncaught script error.
+    refused: list[str] = []
+    ctx.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    ctx.on("weberror", lambda e: refused.append(str(e.error)))
     try:
         yield ctx
+        assert refused == []
     finally:
         ctx.close()
 
