@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from cloudmfa import __version__
-from cloudmfa.api import accounts, admin, auth, docs, factors, me, openapi, ops, problems
+from cloudmfa.api import accounts, admin, auth, docs, factors, me, openapi, ops, problems, web
 from cloudmfa.api.edge import EdgeMiddleware, Metrics
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
@@ -24,6 +25,7 @@ def create_app(
     *,
     clock: Clock | None = None,
     services: Services | None = None,
+    web_dist: Path | None = web.WEB_DIST,
 ) -> FastAPI:
     settings = settings or Settings()
     svc = services or Services.build(settings, clock=clock)
@@ -57,6 +59,7 @@ def create_app(
         app.include_router(router)
     openapi.install(app, routers)
     app.include_router(docs.router)
+    web.install(app, web_dist)  # the UI at `/`, when built (api/web.py)
     # The one middleware of ours, outside FastAPI's own: per-IP limit, body limit, headers,
     # metrics, last resort (api/edge.py).
     app.add_middleware(

@@ -116,7 +116,7 @@ _NO_REFERRER = (b"referrer-policy", b"no-referrer")
 # Content-Security-Policy by route group. The API's answers are JSON, never a page: nothing
 # may load, frame or submit anything. The docs page loads Swagger UI's script and style from
 # this service (`/docs/assets`, from the package) and the document from `/openapi.json`.
-# A group with other needs (a web UI) gets an entry of its own.
+# A response that sets its own policy (the web UI's page, api/web.py) keeps it.
 _API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 _DOCS_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -203,7 +203,13 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 answering = True
-                message = {**message, "headers": [*message.get("headers", ()), *extra_headers]}
+                headers = message.get("headers", ())
+                added = extra_headers
+                if any(name.lower() == b"content-security-policy" for name, _ in headers):
+                    # A response with a policy of its own (the web UI's page, whose policy
+                    # carries a fresh style nonce) keeps it: a second one would be enforced too.
+                    added = [h for h in extra_headers if h[0] != b"content-security-policy"]
+                message = {**message, "headers": [*headers, *added]}
             await send(message)
 
         try:

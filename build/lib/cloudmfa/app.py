@@ -1,0 +1,71 @@
+"""The application factory: ``create_app(settings)`` wires services, routers and middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from cloudmfa import __version__
+from cloudmfa.api import accounts, admin, auth, factors, me, openapi, ops, problems, web
+from cloudmfa.api.edge import EdgeMiddleware, Metrics
+from cloudmfa.clock import Clock
+from cloudmfa.config import Settings
+from cloudmfa.flows import maintenance
+from cloudmfa.services import Services
+
+log = logging.getLogger("cloudmfa")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    services: Services | None = None,
+    web_dist: Path | None = web.WEB_DIST,
+) -> FastAPI:
+    settings = settings or Settings()
+    svc = services or Services.build(settings, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await svc.start()
+        pruning = maintenance.start_pruning(svc)
+        try:
+            yield
+        finally:
+            await maintenance.stop_pruning(pruning)
+            await svc.close()
+
+    app = FastAPI(
+        title="cloudmfa",
+        version=__version__,
+        description=openapi.DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
+    )
+    app.state.services = svc
+    app.state.metrics = Metrics()
+    problems.install(app)
+    routers = (accounts.router, auth.router, me.router, factors.router, admin.router, ops.router)
+    for router in routers:
+        app.include_router(router)
+    openapi.install(app, routers)
+    web.install(app, web_dist)  # the UI at `/`, when built (api/web.py)
+    # The one middleware of ours, outside FastAPI's own: per-IP limit, body limit, headers,
+    # metrics, last resort (api/edge.py).
+    app.add_middleware(
+        EdgeMiddleware,
+        services=svc,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=app.state.metrics,
+    )
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The entry point ``cloudmfa serve`` hands to each server worker."""
+    return create_app(Settings())

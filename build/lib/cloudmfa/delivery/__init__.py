@@ -1,0 +1,1 @@
+"""Messages to users (codes by SMS and email): what a message is and who delivers it."""

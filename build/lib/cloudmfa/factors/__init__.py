@@ -1,0 +1,1 @@
+"""Second factors: one package per type behind the small interface in ``base.py``."""

@@ -1,0 +1,334 @@
+"""The second step of login (API.md "Login"): a challenge when the factor needs one, then a
+verification that opens the session.
+
+This module knows the order of the steps and the per-attempt limits, not how any factor works:
+the registry finds the factor type, which describes what to do (``Challenge``) and what a proof
+proved (``Verified``); this flow delivers, writes and answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cloudmfa.errors import AccountLocked, InvalidCode, MfaTokenExpired, RateLimited
+from cloudmfa.factors.base import (
+    ChallengeOutcome,
+    NothingToSend,
+    OfferedFactor,
+    ProofInput,
+    SendMessage,
+    StoredFactor,
+    Verified,
+    expect_proof,
+)
+from cloudmfa.factors.registry import SecondStepOffer
+from cloudmfa.flows import throttling
+from cloudmfa.flows.audit_log import record_separately
+from cloudmfa.flows.context import RequestInfo
+from cloudmfa.flows.deps import Cooldowns, SecondFactors
+from cloudmfa.flows.sessions import TokenSet, new_session, revoke_sessions, token_set
+from cloudmfa.security.secretbox import SecretKeyError
+from cloudmfa.security.tokens import new_opaque_token
+from cloudmfa.store import devices as device_repo
+from cloudmfa.store import factors as factor_repo
+from cloudmfa.store import users as user_repo
+from cloudmfa.store.audit import record
+from cloudmfa.store.login_attempts import AttemptRecord
+from cloudmfa.store.sign_in import Completion, NewDevice
+
+NOT_OFFERED = "That factor was not offered for this sign-in."
+GONE = "That factor is no longer available."
+LOCKED = "This account is locked; contact an administrator."
+
+
+@dataclass(frozen=True, slots=True)
+class MfaRequired:
+    mfa_token: str
+    expires_in: int
+    factors: list[OfferedFactor]
+
+
+@dataclass(frozen=True, slots=True)
+class MfaVerified:
+    tokens: TokenSet
+    device_token: str | None
+
+
+async def begin(
+    svc: SecondFactors, *, user_id: str, email: str, offer: SecondStepOffer
+) -> MfaRequired:
+    """The attempt the password step hands out for what the account offers."""
+    token = await svc.attempts.open(
+        user_id=user_id,
+        email=email,
+        offered={f.id: f.type for f in offer.factors},
+        snapshots=offer.snapshots,
+    )
+    return MfaRequired(mfa_token=token, expires_in=svc.attempts.ttl_s, factors=offer.factors)
+
+
+# --- challenge -------------------------------------------------------------------------------
+
+
+async def challenge(
+    svc: SecondFactors, info: RequestInfo, mfa_token: str, factor_id: str
+) -> ChallengeOutcome:
+    attempt = await svc.attempts.load(mfa_token)
+    factor_type = attempt.offered.get(factor_id)
+    if factor_type is None:
+        raise InvalidCode(NOT_OFFERED)
+    if svc.factor_types.backup_for(factor_id) is not None:
+        return NothingToSend()  # the user holds the codes
+    kind = svc.factor_types.get(factor_type)
+    async with svc.reader.connect() as conn:
+        user = await user_repo.get_by_id(conn, attempt.user_id)
+        factor = await factor_repo.get_factor(conn, factor_id, attempt.user_id)
+    if user is None or user.locked_at is not None:
+        raise AccountLocked(LOCKED)  # sends nothing to a locked account
+    if kind is None or factor is None or factor.status != "active":
+        raise InvalidCode(GONE)
+    result = await kind.challenge(factor, attempt.as_seen_by_factor())
+    if isinstance(result.outcome, SendMessage):
+        await _within_send_limits(svc, attempt, factor)
+    # Kept before anything is sent: a code reaches the user only once it can be checked.
+    if result.keep is not None:
+        await svc.attempts.keep(attempt.id, factor_id, result.keep)
+    if isinstance(result.outcome, SendMessage):
+        await _send(svc, info, attempt, factor, result.outcome)
+    return result.outcome
+
+
+async def _within_send_limits(
+    svc: SecondFactors, attempt: AttemptRecord, factor: StoredFactor
+) -> None:
+    """API.md "Throttling": one message per factor per cooldown, a few per attempt. A request
+    refused by the cooldown does not use up the attempt's sends."""
+    await start_cooldown(svc, factor.id)
+    if await svc.attempts.count_send(attempt.id) > svc.settings.mfa_max_sends:
+        raise RateLimited(
+            "No more codes can be sent for this sign-in; start again with the password.",
+            retry_after=svc.attempts.ttl_s,
+        )
+
+
+async def _send(
+    svc: SecondFactors,
+    info: RequestInfo,
+    attempt: AttemptRecord,
+    factor: StoredFactor,
+    send: SendMessage,
+) -> None:
+    """Hand a factor's message to delivery, in the transaction that records it. Asking for a
+    code never resets the account's failure count."""
+    async with svc.engine.begin() as conn:
+        await svc.outbox.submit(conn, send.message)
+        await record(
+            conn,
+            svc.clock.now(),
+            info.event(
+                "mfa.challenge_sent",
+                subject_id=attempt.user_id,
+                factor_id=factor.id,
+                factor_type=factor.type,
+                channel=send.message.channel,
+            ),
+        )
+
+
+async def start_cooldown(svc: Cooldowns, factor_id: str) -> None:
+    """One message per factor per cooldown (enrolment's send starts it too)."""
+    cooldown = svc.settings.otp_resend_cooldown_s
+    if cooldown <= 0:
+        return
+    key = f"send_cooldown:{factor_id}"
+    if not await svc.ephemeral.set_if_absent(key, "1", cooldown):
+        raise RateLimited(
+            "A code was sent a moment ago; wait before asking for another.",
+            retry_after=await svc.ephemeral.ttl(key) or cooldown,
+        )
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+async def verify(
+    svc: SecondFactors,
+    info: RequestInfo,
+    *,
+    mfa_token: str,
+    factor_id: str,
+    proof: ProofInput,
+    remember_device: bool,
+) -> MfaVerified:
+    max_tries = svc.settings.mfa_max_attempts
+    held = await svc.attempts.begin_verification(mfa_token, max_tries=max_tries)
+    attempt, tries = held.record, held.tries
+    try:
+        if tries > max_tries:
+            await svc.attempts.end(attempt)
+            raise MfaTokenExpired("Too many wrong codes; start again with the password.")
+        if held.refused is not None:
+            await throttling.record_rate_limited(svc, info, attempt.user_id, held.refused)
+            raise held.refused
+        try:
+            # On success this also spends the attempt and gives back the lease.
+            return await _verify_and_open_session(
+                svc, info, attempt, factor_id, proof, remember_device
+            )
+        except InvalidCode:
+            await _record_failure(svc, info, attempt, factor_id)
+            if tries >= max_tries:
+                await svc.attempts.end(attempt)
+            raise
+        except MfaTokenExpired:
+            await svc.throttle.release(attempt.email)  # lost a race, not a wrong proof
+            raise
+        except AccountLocked:
+            await svc.throttle.release(attempt.email)  # not a wrong proof either
+            await svc.attempts.end(attempt)  # locking ended it
+            raise
+    except BaseException:
+        await svc.attempts.release(attempt)
+        raise
+
+
+async def _verify_and_open_session(
+    svc: SecondFactors,
+    info: RequestInfo,
+    attempt: AttemptRecord,
+    factor_id: str,
+    proof: ProofInput,
+    remember_device: bool,
+) -> MfaVerified:
+    factor_type = attempt.offered.get(factor_id)
+    if factor_type is None:
+        raise InvalidCode(NOT_OFFERED)
+    verified = await _check_proof(svc, attempt, factor_id, factor_type, proof)
+    now = svc.clock.now()
+    amr = session_amr(["pwd"], verified)
+    session = new_session(
+        svc,
+        user_id=attempt.user_id,
+        info=info,
+        amr=amr,
+        acr="phr" if verified.phishing_resistant else None,
+        mfa_verified=True,
+        now=now,
+    )
+    refresh_token, refresh_hash = new_opaque_token()
+    device_token, device = None, None
+    if remember_device and svc.settings.remember_device_days > 0:
+        device_token, device_hash = new_opaque_token()
+        expires_at = now + timedelta(days=svc.settings.remember_device_days)
+        device = NewDevice(str(uuid.uuid4()), device_hash, expires_at)
+    user_id = attempt.user_id
+    events = [
+        info.event(
+            "mfa.succeeded", subject_id=user_id, factor_id=factor_id, factor_type=factor_type
+        ),
+        info.event(
+            "login.succeeded",
+            subject_id=user_id,
+            amr=amr,
+            session_id=session.id,
+            remembered_device=device is not None,
+        ),
+        *(info.event(name, subject_id=user_id) for name in verified.audit_events),
+    ]
+    completion = Completion(verified.claim, session, refresh_hash, device, events)
+    if not await svc.sign_ins.complete(completion):
+        await _refuse_locked_account(svc, info, user_id)
+        raise InvalidCode("The code is not valid.")  # spent a moment ago by another request
+    # Spending the attempt completes the sign-in, which clears the account's failure count
+    # in the same step.
+    if not await svc.attempts.complete(attempt, svc.throttle.key_for(attempt.email)):
+        await _withdraw(svc, info, completion)
+        raise MfaTokenExpired("This sign-in attempt has already been used.")
+    return MfaVerified(tokens=token_set(svc, session, refresh_token), device_token=device_token)
+
+
+async def _check_proof(
+    svc: SecondFactors, attempt: AttemptRecord, factor_id: str, factor_type: str, proof: ProofInput
+) -> Verified:
+    backup = svc.factor_types.backup_for(factor_id)
+    if backup is not None:
+        code = expect_proof(proof, backup.proof)
+        return await backup.verify(attempt.user_id, code, attempt.as_seen_by_factor())
+    kind = svc.factor_types.get(factor_type)
+    if kind is None:
+        raise InvalidCode(GONE)
+    expect_proof(proof, kind.proof)
+    kept = await svc.attempts.kept(attempt.id, factor_id) if kind.uses_challenge else None
+    seen = attempt.as_seen_by_factor(kept=kept)
+    snapshot = attempt.snapshot_of(factor_id) if kind.verifies_from_snapshot else None
+    if snapshot is not None:
+        try:
+            return await kind.verify(snapshot, proof, seen)
+        except SecretKeyError:
+            pass  # its key left the ring since the password step: use the factor as it is now
+    async with svc.reader.connect() as conn:
+        factor = await factor_repo.get_factor(conn, factor_id, attempt.user_id)
+    if factor is None or factor.status != "active":
+        raise InvalidCode(GONE)
+    return await kind.verify(factor, proof, seen)
+
+
+def session_amr(first: list[str], verified: Verified) -> list[str]:
+    """The session's amr (RFC 8176): each method once, and `mfa` when two distinct factors
+    were verified or a user-verified passkey was used."""
+    methods = list(dict.fromkeys([*first, *verified.amr]))
+    if len(methods) >= 2 or verified.user_verified:
+        methods.append("mfa")
+    return methods
+
+
+async def _refuse_locked_account(svc: SecondFactors, info: RequestInfo, user_id: str) -> None:
+    """A claim also fails for a locked account (store/claims.py): then say so, having spent
+    nothing (API.md "Administration": locking ends pending sign-ins)."""
+    async with svc.reader.connect() as conn:
+        user = await user_repo.get_by_id(conn, user_id)
+    if user is None or user.locked_at is not None:
+        await record_separately(
+            svc,
+            info.event(
+                "login.failed", subject_id=user_id, outcome="failure", reason="account_locked"
+            ),
+        )
+        raise AccountLocked(LOCKED)
+
+
+async def _withdraw(svc: SecondFactors, info: RequestInfo, completion: Completion) -> None:
+    """Undo a sign-in whose attempt another verification spent first (this one outlived its
+    lease): one mfa_token hands out one session."""
+    session = completion.session
+    async with svc.engine.begin() as conn:
+        await revoke_sessions(conn, svc, [session.id], reason="mfa_token_already_used")
+        if completion.device is not None:
+            await device_repo.delete_device(conn, completion.device.id, session.user_id)
+        await record(
+            conn,
+            svc.clock.now(),
+            info.event(
+                "session.revoked",
+                subject_id=session.user_id,
+                session_id=session.id,
+                reason="mfa_token_already_used",
+            ),
+        )
+
+
+async def _record_failure(
+    svc: SecondFactors, info: RequestInfo, attempt: AttemptRecord, factor_id: str
+) -> None:
+    await record_separately(
+        svc,
+        info.event(
+            "mfa.failed",
+            subject_id=attempt.user_id,
+            outcome="failure",
+            factor_id=factor_id,
+            factor_type=attempt.offered.get(factor_id),
+        ),
+    )

@@ -1,0 +1,182 @@
+"""The schema, as SQLAlchemy Core tables: the same definitions serve SQLite and PostgreSQL.
+
+Core rather than the ORM: the hot paths (login, token refresh, code verification) are single
+statements, and the ORM's unit of work costs more CPU than the statement itself.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on SQLite (which keeps no zone) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+AutoIncrement: Any = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("roles", JSON, nullable=False, default=list),
+    Column("locked_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+factors = Table(
+    "factors",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("label", String(100), nullable=True),
+    Column("status", String(16), nullable=False),  # pending | active
+    Column("secret", LargeBinary, nullable=True),  # encrypted at rest (secretbox)
+    Column("data", JSON, nullable=False, default=dict),  # type-specific, never secret
+    # Found fast and unique per type (a WebAuthn credential id); types that need none leave it.
+    Column("lookup_key", String(255), nullable=True),
+    # Only ever advanced by a claim (store/claims.py): TOTP's last accepted time step, a
+    # WebAuthn signature count.
+    Column("counter", BigInteger, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("activated_at", UTCDateTime, nullable=True),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Index("ix_factors_user_id_status", "user_id", "status"),
+    Index("ix_factors_type_lookup_key", "type", "lookup_key", unique=True),
+)
+
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # The code's first group, which finds its row; NULL for codes issued before codes were
+    # stored under a salted hash (factors/recovery/codes.py).
+    Column("lookup", String(8), nullable=True),
+    Column("code_hash", String(255), nullable=False),  # argon2id (SHA-256 for the old ones)
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Index("ix_recovery_codes_user_id_lookup", "user_id", "lookup"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("auth_time", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),  # the absolute lifetime
+    Column("amr", JSON, nullable=False),
+    Column("acr", String(32), nullable=True),
+    Column("mfa_verified", Boolean, nullable=False, default=False),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(512), nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("revoked_reason", String(64), nullable=True),
+    Index("ix_sessions_user_id", "user_id"),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256 of a 256-bit random token
+    Column("session_id", String(36), ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Index("ix_refresh_tokens_session_id", "session_id"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", AutoIncrement, primary_key=True, autoincrement=True),  # cursor order
+    Column("id", String(36), nullable=False, unique=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("actor_id", String(36), nullable=True),
+    Column("subject_id", String(36), nullable=True),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(512), nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("details", JSON, nullable=False, default=dict),
+    Index("ix_audit_events_actor_id", "actor_id"),
+    Index("ix_audit_events_subject_id", "subject_id"),
+    Index("ix_audit_events_type", "type"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("private_key_pem", Text, nullable=False),
+    Column("public_jwk", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("retired_at", UTCDateTime, nullable=True),  # no longer signs; verifies until expiry
+)
+
+remembered_devices = Table(
+    "remembered_devices",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),  # SHA-256 of the token
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(512), nullable=True),
+    Index("ix_remembered_devices_user_id", "user_id"),
+)
