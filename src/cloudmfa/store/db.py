@@ -146,15 +146,15 @@ _PG_LOCK_IDS = {"migrate": 0x636C6F75646D6661, "signing-key": 7355608}
 
 def _sqlite_engine(database_url: str, busy_timeout_ms: int) -> AsyncEngine:
     path = make_url(database_url).database
+    pool: dict[str, int] = {}
     if path and path != ":memory:":
         # Created before SQLite opens it, or it would be created world-readable (umask 022).
         make_private_dir(Path(path).parent)
         create_private_file(Path(path))
+        pool = {"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_POOL_OVERFLOW}
+    # (An in-memory database lives in one connection: SQLAlchemy gives it a pool of one.)
     engine = create_async_engine(
-        database_url,
-        connect_args={"timeout": busy_timeout_ms / 1000},
-        pool_size=SQLITE_POOL_SIZE,
-        max_overflow=SQLITE_POOL_OVERFLOW,
+        database_url, connect_args={"timeout": busy_timeout_ms / 1000}, **pool
     )
     metrics.watch_db_pool(engine)
 
