@@ -183,7 +183,7 @@ function PasswordStep({
   const [busy, setBusy] = useState(false);
 
   const passkey = async (autofill: boolean) => {
-    const options = await unwrap(api.POST("/api/v1/auth/passkey/options", { body: {} }));
+    const options = await unwrap(api.POST("/api/v1/auth/passkey/options", {}));
     const credential = await startAuthentication({
       optionsJSON: options.public_key as unknown as PublicKeyCredentialRequestOptionsJSON,
       useBrowserAutofill: autofill,
