@@ -161,7 +161,7 @@ async def test_the_per_ip_limit_counts_as_ip(backend: dict[str, Any]) -> None:
 
 
 async def test_the_docs_routes_have_labels_of_their_own(guarded: Api) -> None:
-    for path in ("/docs", "/openapi.json", "/docs/oauth2-redirect"):
+    for path in ("/docs", "/openapi.json"):
         assert (await guarded.client.get(path)).status_code == 200, path
     figures = await scrape(guarded)
     routes = {
@@ -169,7 +169,7 @@ async def test_the_docs_routes_have_labels_of_their_own(guarded: Api) -> None:
         for name, labels in figures
         if name == "cloudmfa_http_requests_total"
     }
-    assert {"/docs", "/openapi.json", "/docs/oauth2-redirect"} <= routes
+    assert {"/docs", "/openapi.json"} <= routes
 
 
 async def test_pool_use_is_exposed(guarded: Api) -> None:

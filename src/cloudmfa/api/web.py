@@ -110,7 +110,8 @@ class _PageFallback:
                 "Content-Security-Policy": content_security_policy(nonce),
                 # The page is tiny and names the current assets; always ask again.
                 "Cache-Control": "no-cache",
-                "Referrer-Policy": "no-referrer",  # a reset link's token stays out of Referer
+                # (Referrer-Policy: no-referrer, which keeps a reset link's token out of
+                # Referer, comes from the edge on every response.)
                 "X-Frame-Options": "DENY",
                 "Cross-Origin-Opener-Policy": "same-origin",
             },
