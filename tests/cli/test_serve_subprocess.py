@@ -391,7 +391,9 @@ def test_an_enabled_factor_type_this_release_lacks_fails_in_one_line(
 
     env = clean_env(CLOUDMFA_ENABLED_FACTORS="totp,yubico-otp,recovery")
     result = run_cli(command, cwd=tmp_path, env=env)
-    assert_one_line_error(result, "CLOUDMFA_ENABLED_FACTORS", "yubico-otp", ", ".join(FACTORIES))
+    # Every type API.md names is built, so a type outside them is what an operator can get
+    # wrong: the one line names it and what may be chosen instead.
+    assert_one_line_error(result, "CLOUDMFA_ENABLED_FACTORS", "yubico-otp", *FACTORIES)
 
 
 @pytest.mark.parametrize(

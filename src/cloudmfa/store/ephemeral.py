@@ -265,7 +265,16 @@ class _ReportUnavailable:
             raise RedisUnavailable(f"Redis does not answer: {exc}") from exc
 
 
-UNAVAILABLE_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, ClusterDownError)
+# What a Redis that is down, or a Cluster or Sentinel set in the middle of a failover, raises:
+# worth a retry shortly (503), never a bug (500).
+UNAVAILABLE_ERRORS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,
+    redis_errors.RedisClusterException,  # the slot's node is unreachable, or none covers it
+)
 reporting_unavailable = _ReportUnavailable()
 
 
