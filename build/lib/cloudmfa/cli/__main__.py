@@ -1,5 +1,0 @@
-"""``python -m cloudmfa.cli``: the same as the ``cloudmfa`` console script."""
-
-from cloudmfa.cli import main
-
-main()

@@ -1,1 +1,0 @@
-"""Messages to users (codes by SMS and email): what a message is and who delivers it."""
