@@ -1,8 +1,10 @@
-"""A message for a user and the outbox that takes it.
+"""A message for a user, the outbox that takes it, and the providers that deliver it.
 
 Factor types never send: a challenge returns the message (factors/base.py ``SendMessage``) and
 the flow hands it to the outbox inside the transaction that records it, so a message is handed
-over exactly when its audit event commits.
+over exactly when its audit event commits. Delivery then happens off the request path: the
+outbox's dispatcher (in-process, or `cloudmfa worker`) gives each message to its channel's
+provider chain, which tries the configured providers in order.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from typing import Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+Channel = Literal["sms", "email"]
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    channel: Literal["sms", "email"]
+    channel: Channel
     to: str  # an E.164 number or an email address
     subject: str
     text: str
@@ -29,4 +33,49 @@ class Message:
 class Outbox(Protocol):
     async def submit(self, conn: AsyncConnection, message: Message) -> None:
         """Take a message for delivery as part of the caller's transaction."""
+        ...
+
+
+# --- providers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A provider took the message."""
+
+    provider: str  # the configured name: "smtp", "aws-ses", "twilio", ...
+    reference: str | None = None  # the provider's own message id, when it gives one
+
+
+class DeliveryError(Exception):
+    """A provider did not take the message. ``reason`` is safe to log and audit: it never holds
+    the message's text."""
+
+    def __init__(self, provider: str, reason: str) -> None:
+        super().__init__(f"{provider}: {reason}")
+        self.provider = provider
+        self.reason = reason
+
+
+class ProviderUnavailable(DeliveryError):
+    """Transient: the provider could not be reached, timed out, throttled us or failed on its
+    side (5xx). The next provider of the chain is tried now; the message is retried later."""
+
+
+class MessageRejected(DeliveryError):
+    """Definitive: this provider will never take this message as it is (an invalid or
+    unreachable destination, an unverified sender, bad credentials). Retrying it is useless."""
+
+
+class Provider(Protocol):
+    name: str  # as configured: "smtp", "aws-ses", "azure", "console", "aws-sns", "twilio", ...
+
+    async def send(self, message: Message, *, idempotency_key: str) -> Receipt:
+        """Hand one message to the provider. ``idempotency_key`` is the same for every retry of
+        one message; a provider that supports idempotent requests passes it on. Raises
+        ProviderUnavailable or MessageRejected."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and clients."""
         ...
