@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATA_DIR = "./var"
@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     sms_global_hourly_budget: int = Field(default=10000, ge=0)  # every country; 0: no budget
     password_reset_ttl_s: int = Field(default=1800, ge=60, le=86400)
 
+    # Delivery (delivery/): each channel's providers, a comma-separated failover chain
+    email_provider: Annotated[tuple[str, ...], NoDecode] = ("console",)
+    sms_provider: Annotated[tuple[str, ...], NoDecode] = ("console",)
+
     # Tokens and sessions
     access_token_ttl_s: int = Field(default=600, ge=30, le=3600)
     session_max_hours: float = Field(default=24, gt=0)
@@ -156,6 +160,33 @@ class Settings(BaseSettings):
                 f"unknown factor type(s) {', '.join(unknown)}; "
                 f"choose from {', '.join(ALL_FACTOR_TYPES)}"
             )
+        return value
+
+    @field_validator("email_provider", "sms_provider", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("email_provider", "sms_provider")
+    @classmethod
+    def _known_providers(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        from cloudmfa.delivery.base import Channel
+        from cloudmfa.delivery.providers import PROVIDER_NAMES
+
+        channel: Channel = "email" if info.field_name == "email_provider" else "sms"
+        known = PROVIDER_NAMES[channel]
+        if not value:
+            raise ValueError(f"name at least one provider: {', '.join(known)}")
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown {channel} provider(s) {', '.join(unknown)}; "
+                f"choose from {', '.join(known)}"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("a provider is named twice")
         return value
 
     @field_validator("sms_allowed_countries", mode="before")

@@ -1,25 +1,41 @@
 """Development delivery: messages are written to the server log, with a loud warning.
 
-The zero-configuration default, so that codes by SMS and email can be tried on one machine.
-It sends at once, inside the caller's transaction; a real provider goes through a worker.
+The zero-configuration provider of both channels, so that codes by SMS and email can be tried on
+one machine. It never refuses a message.
 """
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from cloudmfa.delivery.base import Message
+from cloudmfa.delivery.base import Message, Receipt
 
 log = logging.getLogger("cloudmfa.delivery")
 
 
-class ConsoleOutbox:
-    async def submit(self, conn: AsyncConnection, message: Message) -> None:
+class ConsoleProvider:
+    name = "console"
+
+    async def send(self, message: Message, *, idempotency_key: str) -> Receipt:
         log.warning(
-            "DEVELOPMENT ONLY, NOT DELIVERED: %s message to %s: %s",
+            "DEVELOPMENT ONLY, NOT DELIVERED: %s message %s to %s: %s",
             message.channel,
+            idempotency_key,
             message.to,
             message.text,
         )
+        return Receipt(self.name, idempotency_key)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ConsoleOutbox:
+    """Hands each message to the console provider at once, inside the caller's transaction
+    (kept until the delivery outbox replaces it)."""
+
+    def __init__(self) -> None:
+        self._provider = ConsoleProvider()
+
+    async def submit(self, conn: object, message: Message) -> None:
+        await self._provider.send(message, idempotency_key="-")
