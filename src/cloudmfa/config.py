@@ -41,8 +41,13 @@ class MfaPolicy(StrEnum):
 
 
 class Settings(BaseSettings):
+    # Errors never quote the input: it holds keys, passwords and connection strings.
     model_config = SettingsConfigDict(
-        env_prefix="CLOUDMFA_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="CLOUDMFA_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     # Storage
@@ -224,20 +229,25 @@ class Settings(BaseSettings):
 
     @field_validator("azure_communication_connection_string")
     @classmethod
-    def _azure_connection_string(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value():
-            return None
-        from cloudmfa.delivery.azure import parse_connection_string
-
-        parse_connection_string(value.get_secret_value())  # never echoes the key
-        return value
+    def _empty_connection_string_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
 
     @model_validator(mode="after")
     def _providers_have_their_settings(self) -> Settings:
         """A configured provider without a setting it needs stops the service at start, naming
         the variable, rather than failing each message later."""
+        from cloudmfa.delivery.azure import parse_connection_string
         from cloudmfa.delivery.providers import missing_settings
 
+        if self.azure_communication_connection_string is not None:
+            # Checked here, not in a field validator, whose error would quote the value (and
+            # so the access key).
+            try:
+                parse_connection_string(
+                    self.azure_communication_connection_string.get_secret_value()
+                )
+            except ValueError as exc:
+                raise ValueError(f"CLOUDMFA_AZURE_COMMUNICATION_CONNECTION_STRING {exc}") from None
         missing = missing_settings(self)
         if missing:
             raise ValueError("; ".join(missing))

@@ -25,6 +25,12 @@ from cloudmfa.delivery.mail import compose, message_id
 
 Security = Literal["none", "starttls", "tls"]
 DEFAULT_PORTS: dict[Security, int] = {"none": 25, "starttls": 587, "tls": 465}
+# Refused, timed out or dropped: the relay may answer later.
+_UNREACHABLE = (
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPTimeoutError,
+    aiosmtplib.SMTPServerDisconnected,
+)
 
 
 class SmtpProvider:
@@ -97,20 +103,20 @@ class SmtpProvider:
         tls_error = _ssl_cause(exc)
         if tls_error is not None:
             return self._tls_refusal(tls_error)
-        if isinstance(exc, aiosmtplib.SMTPNotSupported):
-            # The relay lacks STARTTLS or AUTH, which this configuration requires: a setting
-            # to change, not a moment to wait for.
-            return MessageRejected(self.name, f"{self._where}: {exc.message}")
-        return ProviderUnavailable(self.name, f"{self._where}: {type(exc).__name__}: {exc}")
+        if isinstance(exc, _UNREACHABLE):
+            return ProviderUnavailable(self.name, f"cannot reach {self._where}: {exc.message}")
+        # What is left is the relay not doing what this configuration requires (no STARTTLS,
+        # no AUTH): a setting to change, not a moment to wait for.
+        return MessageRejected(self.name, f"{self._where}: {exc.message}")
 
     def _tls_refusal(self, exc: ssl.SSLError) -> DeliveryError:
+        # An untrusted certificate counts as the relay being out of reach, as it does for the
+        # HTTP providers: the code is never sent over it, and the next provider is tried.
         if isinstance(exc, ssl.SSLCertVerificationError):
-            # A certificate this service does not trust: a configuration to fix (or someone in
-            # the middle), never something to send the code through.
-            return MessageRejected(
-                self.name, f"{self._where}: certificate not trusted: {exc.verify_message}"
-            )
-        return ProviderUnavailable(self.name, f"{self._where}: TLS failed: {exc}")
+            why = f"certificate not trusted: {exc.verify_message}"
+        else:
+            why = f"TLS failed: {exc.reason or exc}"
+        return ProviderUnavailable(self.name, f"{self._where}: {why}")
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
