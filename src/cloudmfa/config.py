@@ -41,8 +41,13 @@ class MfaPolicy(StrEnum):
 
 
 class Settings(BaseSettings):
+    # Errors never quote the input: it holds keys, passwords and connection strings.
     model_config = SettingsConfigDict(
-        env_prefix="CLOUDMFA_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="CLOUDMFA_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     # Storage
@@ -120,6 +125,29 @@ class Settings(BaseSettings):
     # Delivery (delivery/): each channel's providers, a comma-separated failover chain
     email_provider: Annotated[tuple[str, ...], NoDecode] = ("console",)
     sms_provider: Annotated[tuple[str, ...], NoDecode] = ("console",)
+    # One provider's attempt at one message, connection included, before it counts as down.
+    delivery_timeout_s: float = Field(default=10, gt=0, le=120)
+    # A PEM file of CA certificates trusted besides the system's, for internal relays and
+    # gateways (SMTP over TLS, the SMS webhook, a private Twilio or Azure address).
+    delivery_ca_file: str | None = None
+    email_from: str | None = None  # the sender: smtp, aws-ses and azure (a verified address)
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)  # unset: 25, 587 or 465
+    smtp_security: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    ses_configuration_set: str | None = None  # an SES configuration set (event publishing)
+    sns_sender_id: str | None = None  # the alphanumeric sender ID, where the country allows it
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None  # an E.164 number of the account, or:
+    twilio_messaging_service_sid: str | None = None  # a Messaging Service (MG…), preferred
+    twilio_api_base_url: str | None = None  # a private gateway; unset: Twilio's own address
+    sms_webhook_url: str | None = None
+    sms_webhook_secret: SecretStr | None = None  # signs each POST (HMAC-SHA256)
+    # "endpoint=https://<resource>.communication.azure.com/;accesskey=<base64 key>"
+    azure_communication_connection_string: SecretStr | None = None
+    azure_sms_from: str | None = None  # a number (E.164) or sender ID of the resource
 
     # Tokens and sessions
     access_token_ttl_s: int = Field(default=600, ge=30, le=3600)
@@ -188,6 +216,42 @@ class Settings(BaseSettings):
         if len(set(value)) != len(value):
             raise ValueError("a provider is named twice")
         return value
+
+    @field_validator("sms_webhook_url", "twilio_api_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("azure_communication_connection_string")
+    @classmethod
+    def _empty_connection_string_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
+    @model_validator(mode="after")
+    def _providers_have_their_settings(self) -> Settings:
+        """A configured provider without a setting it needs stops the service at start, naming
+        the variable, rather than failing each message later."""
+        from cloudmfa.delivery.azure import parse_connection_string
+        from cloudmfa.delivery.providers import missing_settings
+
+        if self.azure_communication_connection_string is not None:
+            # Checked here, not in a field validator, whose error would quote the value (and
+            # so the access key).
+            try:
+                parse_connection_string(
+                    self.azure_communication_connection_string.get_secret_value()
+                )
+            except ValueError as exc:
+                raise ValueError(f"CLOUDMFA_AZURE_COMMUNICATION_CONNECTION_STRING {exc}") from None
+        missing = missing_settings(self)
+        if missing:
+            raise ValueError("; ".join(missing))
+        return self
 
     @field_validator("sms_allowed_countries", mode="before")
     @classmethod

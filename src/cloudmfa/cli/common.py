@@ -37,8 +37,12 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = "CLOUDMFA_" + "_".join(str(p) for p in err["loc"]).upper()
-            problems.append(f"{name}: {err['msg']}")
+            # A check across settings (a model validator) has no field: its message names the
+            # variables itself.
+            text = err["msg"].removeprefix("Value error, ")
+            if err["loc"]:
+                text = "CLOUDMFA_" + "_".join(str(p) for p in err["loc"]).upper() + ": " + text
+            problems.append(text)
         raise CliError("invalid configuration: " + "; ".join(problems)) from None
     except FactorTypeUnavailable as exc:
         raise CliError(f"invalid configuration: {exc}") from None
