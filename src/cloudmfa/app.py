@@ -14,6 +14,7 @@ from cloudmfa.api import accounts, admin, auth, docs, factors, me, openapi, ops,
 from cloudmfa.api.edge import EdgeMiddleware, Metrics
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
+from cloudmfa.delivery.providers import Providers
 from cloudmfa.delivery.running import start_delivery
 from cloudmfa.flows import audit_chain, maintenance
 from cloudmfa.services import Services
@@ -27,7 +28,9 @@ def create_app(
     clock: Clock | None = None,
     services: Services | None = None,
     web_dist: Path | None = web.WEB_DIST,
+    providers: Providers | None = None,
 ) -> FastAPI:
+    """``providers`` replaces the configured delivery providers (tests)."""
     settings = settings or Settings()
     svc = services or Services.build(settings, clock=clock)
 
@@ -36,7 +39,7 @@ def create_app(
         await svc.start()
         pruning = maintenance.start_pruning(svc)
         sealing = audit_chain.start_sealing(svc)
-        delivery = start_delivery(svc)
+        delivery = start_delivery(svc, providers)
         try:
             yield
         finally:

@@ -16,6 +16,7 @@ channel's provider chain with the row id as idempotency key, record the outcome.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import uuid
@@ -98,7 +99,7 @@ class DatabaseOutbox:
             sealed=seal(self._box, row_id, message),
             created_at=self._clock.now(),
             user_id=user_id,
-            binding=binding,
+            binding=_digest(binding) if binding is not None else None,
         )
         await outbox_repo.insert_row(conn, row)
         return row_id
@@ -116,7 +117,11 @@ class DatabaseOutbox:
     async def failed_for(self, binding: str) -> bool:
         """True when the newest message sent for this binding failed for good."""
         async with self._reader.connect() as conn:
-            return await outbox_repo.latest_status(conn, binding) == outbox_repo.FAILED
+            return await outbox_repo.latest_status(conn, _digest(binding)) == outbox_repo.FAILED
+
+
+def _digest(binding: str) -> str:
+    return hashlib.sha256(binding.encode()).hexdigest()
 
 
 def seal(box: SecretBox, row_id: str, message: Message) -> bytes:

@@ -42,8 +42,9 @@ def deliverer_for(svc: Services, providers: Providers) -> Deliverer:
     )
 
 
-def start_delivery(svc: Services) -> RunningDelivery | None:
-    """None when the services carry another outbox (tests that record messages)."""
+def start_delivery(svc: Services, providers: Providers | None = None) -> RunningDelivery | None:
+    """None when the services carry another outbox (tests that record messages).
+    ``providers`` replaces the configured ones (tests)."""
     outbox = svc.outbox
     if not isinstance(outbox, DatabaseOutbox):
         return None
@@ -51,7 +52,7 @@ def start_delivery(svc: Services) -> RunningDelivery | None:
         queueing = QueueDispatcher(open_queue(svc.settings))
         outbox.dispatcher = queueing
         return RunningDelivery(outbox, queueing)
-    providers = build_providers(svc.settings)
+    providers = providers or build_providers(svc.settings)
     dispatcher = InProcessDispatcher(
         deliverer_for(svc, providers), concurrency=svc.settings.delivery_concurrency
     )

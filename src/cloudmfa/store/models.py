@@ -248,8 +248,9 @@ delivery_outbox = Table(
     Column("provider", String(64), nullable=True),  # the provider that took it
     Column("reason", String(500), nullable=True),  # the providers' last refusals
     Column("user_id", String(36), nullable=True),  # the subject of its audit events
-    # What a failure is reported to: "attempt:<id>:<factor id>" or "enrolment:<factor id>".
-    Column("binding", String(120), nullable=True),
+    # What a failure is reported to ("attempt:<id>:<factor id>" or "enrolment:<factor id>"),
+    # as its SHA-256: an attempt's id is long, and the row need not say which attempt it was.
+    Column("binding", String(64), nullable=True),
     Index("ix_delivery_outbox_status_next_try_at", "status", "next_try_at"),
     Index("ix_delivery_outbox_binding", "binding"),
     **MYSQL_TABLE,

@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column("provider", sa.String(length=64), nullable=True),
         sa.Column("reason", sa.String(length=500), nullable=True),
         sa.Column("user_id", sa.String(length=36), nullable=True),
-        sa.Column("binding", sa.String(length=120), nullable=True),
+        sa.Column("binding", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_delivery_outbox")),
         **MYSQL_TABLE,
     )
