@@ -42,6 +42,7 @@ class ScriptedProvider:
         self.taken: list[tuple[str, Message]] = []  # (idempotency key, message)
         self.tried: list[str] = []
         self.released = asyncio.Event()
+        self.hanging = asyncio.Event()  # set once a send hangs
 
     async def send(self, message: Message, *, idempotency_key: str) -> Receipt:
         self.tried.append(idempotency_key)
@@ -51,6 +52,7 @@ class ScriptedProvider:
         if behaviour == "reject":
             raise MessageRejected(self.name, "invalid destination")
         if behaviour == "hang":
+            self.hanging.set()
             await self.released.wait()
         self.taken.append((idempotency_key, message))
         return Receipt(self.name, f"ref-{idempotency_key}")
@@ -360,8 +362,7 @@ async def test_stopping_is_bounded_while_a_provider_hangs(rig: Rig) -> None:
     )
     dispatcher.start()
     await dispatcher.hand_over([message_id])
-    while message_id not in rig.first.tried:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(rig.first.hanging.wait(), timeout=5)
     await asyncio.wait_for(dispatcher.stop(grace_s=0.1), timeout=5)
     assert dispatcher._sweeper is not None and dispatcher._sweeper.done()
     assert not dispatcher._in_flight
@@ -386,7 +387,6 @@ async def test_an_app_with_a_hanging_delivery_shuts_down(backend: dict[str, Any]
             async with svc.engine.begin() as conn:
                 message_id = await svc.outbox.submit(conn, Message("sms", "+1", "s", "t"))
             await svc.outbox.dispatch(message_id)
-            while message_id not in hanging.tried:
-                await asyncio.sleep(0.01)
+            await hanging.hanging.wait()
 
     await asyncio.wait_for(lifetime(), timeout=20)
