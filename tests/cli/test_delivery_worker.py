@@ -202,3 +202,21 @@ def _settings_from(env: dict[str, str]) -> dict[str, Any]:
     return {
         k.removeprefix("CLOUDMFA_").lower(): v for k, v in env.items() if k.startswith("CLOUDMFA_")
     }
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "says"),
+    [(None, "needs CLOUDMFA_REDIS_URL"), ("redis+cluster://127.0.0.1:7000", "Redis Cluster")],
+)
+def test_a_worker_without_a_usable_queue_says_why_in_one_line(
+    tmp_path: Path, redis_url: str | None, says: str
+) -> None:
+    env = clean_env(CLOUDMFA_DELIVERY="worker", CLOUDMFA_DATA_DIR=str(tmp_path))
+    if redis_url:
+        env["CLOUDMFA_REDIS_URL"] = redis_url
+    result = subprocess.run(
+        [*cloudmfa_command(), "worker"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("cloudmfa: error: ") and says in line
