@@ -152,6 +152,7 @@ async def test_a_worker_killed_mid_queue_and_restarted_delivers_everything(
     worker.kill()
     settings = Settings(_env_file=None, **_settings_from(stack["env"]))  # type: ignore[call-arg]
     svc = Services.build(settings)
+    await svc.start()  # close() below counts the pool's capacity out again
     queue = open_queue(settings)
     ids: list[str] = []
     try:
