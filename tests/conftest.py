@@ -99,6 +99,8 @@ async def drop_redis_prefix(prefix: str) -> None:
     redis = Redis.from_url(REDIS_URL)
     try:
         keys = [k async for k in redis.scan_iter(match=prefix + "*", count=1000)]
+        # The delivery queue's keys (saq names them saq:<queue name>:…, the prefix inside).
+        keys += [k async for k in redis.scan_iter(match=f"saq:*{prefix}*", count=1000)]
         if keys:
             await redis.delete(*keys)
     finally:

@@ -22,9 +22,29 @@ from conftest import Api
 class RecordingOutbox:
     def __init__(self) -> None:
         self.sent: list[Message] = []
+        self.bindings: list[str | None] = []  # what each message's failure is reported to
+        self.user_ids: list[str | None] = []
+        self.dispatched: list[str] = []  # ids handed to delivery after their commit
+        self.failed: set[str] = set()  # bindings whose delivery a test declares failed
 
-    async def submit(self, conn: AsyncConnection, message: Message) -> None:
+    async def submit(
+        self,
+        conn: AsyncConnection,
+        message: Message,
+        *,
+        user_id: str | None = None,
+        binding: str | None = None,
+    ) -> str:
         self.sent.append(message)
+        self.bindings.append(binding)
+        self.user_ids.append(user_id)
+        return str(len(self.sent))
+
+    async def dispatch(self, *ids: str) -> None:
+        self.dispatched.extend(ids)
+
+    async def failed_for(self, binding: str) -> bool:
+        return binding in self.failed
 
     def to(self, address: str) -> list[Message]:
         return [m for m in self.sent if m.to == address]

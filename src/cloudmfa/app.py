@@ -14,6 +14,8 @@ from cloudmfa.api import accounts, admin, auth, docs, factors, me, openapi, ops,
 from cloudmfa.api.edge import EdgeMiddleware, Metrics
 from cloudmfa.clock import Clock
 from cloudmfa.config import Settings
+from cloudmfa.delivery.providers import Providers
+from cloudmfa.delivery.running import start_delivery
 from cloudmfa.flows import audit_chain, maintenance
 from cloudmfa.services import Services
 
@@ -26,7 +28,9 @@ def create_app(
     clock: Clock | None = None,
     services: Services | None = None,
     web_dist: Path | None = web.WEB_DIST,
+    providers: Providers | None = None,
 ) -> FastAPI:
+    """``providers`` replaces the configured delivery providers (tests)."""
     settings = settings or Settings()
     svc = services or Services.build(settings, clock=clock)
 
@@ -35,9 +39,12 @@ def create_app(
         await svc.start()
         pruning = maintenance.start_pruning(svc)
         sealing = audit_chain.start_sealing(svc)
+        delivery = start_delivery(svc, providers)
         try:
             yield
         finally:
+            if delivery is not None:
+                await delivery.stop()
             await audit_chain.stop_sealing(sealing)
             await maintenance.stop_pruning(pruning)
             await svc.close()

@@ -148,6 +148,12 @@ class Settings(BaseSettings):
     # "endpoint=https://<resource>.communication.azure.com/;accesskey=<base64 key>"
     azure_communication_connection_string: SecretStr | None = None
     azure_sms_from: str | None = None  # a number (E.164) or sender ID of the resource
+    # Who sends (delivery/): `in-process` (serve itself, after each commit) or `worker` (serve
+    # queues on Redis, `cloudmfa worker` sends).
+    delivery: Literal["in-process", "worker"] = "in-process"
+    delivery_concurrency: int = Field(default=32, ge=1, le=1000)  # messages sent at once
+    delivery_max_attempts: int = Field(default=5, ge=1, le=20)  # transient refusals, then failed
+    delivery_retention_hours: int = Field(default=168, ge=1)  # sent/failed rows, then pruned
 
     # Tokens and sessions
     access_token_ttl_s: int = Field(default=600, ge=30, le=3600)

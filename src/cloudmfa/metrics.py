@@ -59,6 +59,14 @@ CODE_DELIVERY_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+MESSAGE_WAIT_SECONDS = Histogram(
+    "cloudmfa_message_wait_seconds",
+    "Time from the commit of a message (a code, a link, a notice) to a provider accepting it, "
+    "through the outbox, the queue and any retries, by channel",
+    ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
 
 # --- refusals --------------------------------------------------------------------------------
 
@@ -145,6 +153,11 @@ def code_sent(channel: str, provider: str, outcome: str, seconds: float | None =
     CODES_SENT.labels(channel, provider, outcome if outcome in CODE_OUTCOMES else "failed").inc()
     if seconds is not None:
         CODE_DELIVERY_SECONDS.labels(channel, provider).observe(seconds)
+
+
+def message_waited(channel: str, seconds: float) -> None:
+    """From the commit of a message to a provider accepting it (queue, retries and all)."""
+    MESSAGE_WAIT_SECONDS.labels(channel).observe(seconds)
 
 
 def rate_limited(kind: str) -> None:

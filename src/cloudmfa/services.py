@@ -17,7 +17,7 @@ from cloudmfa import metrics
 from cloudmfa.clock import Clock, SystemClock
 from cloudmfa.config import Settings
 from cloudmfa.delivery.base import Outbox
-from cloudmfa.delivery.console import ConsoleOutbox
+from cloudmfa.delivery.outbox import DatabaseOutbox
 from cloudmfa.factors.base import FactorDeps
 from cloudmfa.factors.registry import FactorFactory, FactorTypes
 from cloudmfa.security.key_sources import open_configured_secretbox
@@ -127,7 +127,7 @@ class Services:
             factor_types=FactorTypes(
                 settings.enabled_factors, settings, factor_deps, factories=factories
             ),
-            outbox=outbox or ConsoleOutbox(),
+            outbox=outbox or DatabaseOutbox(engine, secretbox, clock),
             throttle=throttle,
             ip_limiter=IpRateLimiter(
                 settings.ip_rate_limit,

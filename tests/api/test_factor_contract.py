@@ -42,8 +42,22 @@ class RecordingOutbox:
     def __init__(self) -> None:
         self.sent: list[Message] = []
 
-    async def submit(self, conn: AsyncConnection, message: Message) -> None:
+    async def submit(
+        self,
+        conn: AsyncConnection,
+        message: Message,
+        *,
+        user_id: str | None = None,
+        binding: str | None = None,
+    ) -> str:
         self.sent.append(message)
+        return str(len(self.sent))
+
+    async def dispatch(self, *ids: str) -> None:
+        return None
+
+    async def failed_for(self, binding: str) -> bool:
+        return False
 
     def last_code(self) -> str:
         match = re.search(r"\b(\d{6})\b", self.sent[-1].text)

@@ -83,7 +83,7 @@ async def test_prune_removes_what_is_past_its_use_and_says_what(tmp_path: Path) 
     assert result.stdout.count("\n") == 1, result.stdout
     assert re.fullmatch(
         r"removed 1 refresh token\(s\), 1 ended session\(s\), 0 expired remembered device\(s\), "
-        r"1 pending factor\(s\), 0 audit event\(s\)\n",
+        r"1 pending factor\(s\), 0 audit event\(s\), 0 delivered or failed message\(s\)\n",
         result.stdout,
     ), result.stdout
 

@@ -1,4 +1,4 @@
-"""The ``cloudmfa`` command: serve, migrate, prune, create-admin, rotate-signing-key,
+"""The ``cloudmfa`` command: serve, worker, migrate, prune, create-admin, rotate-signing-key,
 rotate-secret-key, audit. Each command lives in the module of its purpose and adds its own
 subparser; this module only assembles them."""
 
@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from cloudmfa import __version__
-from cloudmfa.cli import accounts, audit, keys, maintenance, serve
+from cloudmfa.cli import accounts, audit, keys, maintenance, serve, worker
 from cloudmfa.cli.common import CliError, fail
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cloudmfa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.register(sub)
+    worker.register(sub)
     maintenance.register(sub)
     accounts.register(sub)
     keys.register(sub)

@@ -62,6 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "--workers above 1 needs CLOUDMFA_REDIS_URL: the in-process store cannot share "
             "revocations and rate limits between processes"
         )
+    _check_delivery(settings)
     _check_tls(args.tls_cert, args.tls_key)
     _check_port_free(args.host, args.port)
     if settings.redis_url:
@@ -112,6 +113,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _check_delivery(settings: Settings) -> None:
+    """The providers (in-process delivery) or the queue (worker mode) must be usable."""
+    from cloudmfa.delivery.providers import build_providers
+    from cloudmfa.delivery.worker import QueueUnusable, open_queue
+
+    try:
+        if settings.delivery == "worker":
+            open_queue(settings)
+        else:
+            build_providers(settings)
+    except (QueueUnusable, ValueError) as exc:
+        raise CliError(str(exc)) from None
 
 
 def _default_public_url(settings: Settings, *, port: int, tls: bool) -> None:

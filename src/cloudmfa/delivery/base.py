@@ -31,8 +31,26 @@ class Message:
 
 
 class Outbox(Protocol):
-    async def submit(self, conn: AsyncConnection, message: Message) -> None:
-        """Take a message for delivery as part of the caller's transaction."""
+    async def submit(
+        self,
+        conn: AsyncConnection,
+        message: Message,
+        *,
+        user_id: str | None = None,
+        binding: str | None = None,
+    ) -> str:
+        """Take a message for delivery as part of the caller's transaction; its id.
+        ``user_id`` is the subject of its audit events; ``binding`` what a definitive failure
+        is reported to (delivery/outbox.py ``binding_for_attempt``, ``binding_for_enrolment``)."""
+        ...
+
+    async def dispatch(self, *ids: str) -> None:
+        """After the caller's transaction committed: start delivering these messages (a
+        message never handed over is found by the sweeper, later)."""
+        ...
+
+    async def failed_for(self, binding: str) -> bool:
+        """Whether the newest message for ``binding`` failed for good."""
         ...
 
 

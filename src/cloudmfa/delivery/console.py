@@ -28,14 +28,3 @@ class ConsoleProvider:
 
     async def aclose(self) -> None:
         return None
-
-
-class ConsoleOutbox:
-    """Hands each message to the console provider at once, inside the caller's transaction
-    (kept until the delivery outbox replaces it)."""
-
-    def __init__(self) -> None:
-        self._provider = ConsoleProvider()
-
-    async def submit(self, conn: object, message: Message) -> None:
-        await self._provider.send(message, idempotency_key="-")

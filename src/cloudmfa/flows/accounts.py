@@ -145,4 +145,7 @@ async def change_password(
                 devices_forgotten=forgotten,
             ),
         )
-        await notifications.notify(conn, svc, to=user.email, kind="password_changed")
+        notice = await notifications.notify(
+            conn, svc, to=user.email, kind="password_changed", user_id=user.id
+        )
+    await svc.outbox.dispatch(notice)

@@ -94,7 +94,10 @@ async def reset_mfa(svc: AdminResets, admin: Principal, info: RequestInfo, user_
                 sessions_revoked=len(revoked),
             ),
         )
-        await notifications.notify(conn, svc, to=user.email, kind="mfa_reset")
+        notice = await notifications.notify(
+            conn, svc, to=user.email, kind="mfa_reset", user_id=user.id
+        )
+    await svc.outbox.dispatch(notice)
 
 
 async def list_audit(

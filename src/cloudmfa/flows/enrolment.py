@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cloudmfa.errors import InvalidCode, NotFound, ValidationFailed
+from cloudmfa.delivery.outbox import binding_for_enrolment
+from cloudmfa.errors import DeliveryFailed, InvalidCode, NotFound, ValidationFailed
 from cloudmfa.factors.base import (
     Activation,
     Enrolment,
@@ -38,7 +39,7 @@ from cloudmfa.flows.principal import (
     require_recent_authentication,
     require_recent_sign_in,
 )
-from cloudmfa.flows.second_factor import start_cooldown
+from cloudmfa.flows.second_factor import UNDELIVERED, start_cooldown
 from cloudmfa.store import claims
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import factors as factor_repo
@@ -120,13 +121,22 @@ async def enrol(
         await user_repo.lock_for_update(conn, user.id)  # parallel enrolments count in turn
         await _check_room(conn, user.id)
         await factor_repo.insert_factor(conn, factor)
+        message_ids: list[str] = []
         if enrolment.send is not None:
-            await svc.outbox.submit(conn, enrolment.send.message)
+            message_ids.append(
+                await svc.outbox.submit(
+                    conn,
+                    enrolment.send.message,
+                    user_id=user.id,
+                    binding=binding_for_enrolment(factor_id),
+                )
+            )
             channel = enrolment.send.message.channel
             events.append(
                 _event(principal, info, "mfa.challenge_sent", factor_id=factor_id, channel=channel)
             )
         await record(conn, now, *events)
+    await svc.outbox.dispatch(*message_ids)
     return factor, enrolment
 
 
@@ -194,10 +204,16 @@ async def activate(
             codes = prepared.shown
             events.append(_event(principal, info, "recovery_codes.generated", count=len(codes)))
         await record(conn, now, *events)
-        await notifications.notify(
-            conn, svc, to=principal.user.email, kind="factor_added", detail=_named(factor)
+        notice = await notifications.notify(
+            conn,
+            svc,
+            to=principal.user.email,
+            kind="factor_added",
+            detail=_named(factor),
+            user_id=user_id,
         )
         activated = await factor_repo.get_factor(conn, factor_id, user_id)
+    await svc.outbox.dispatch(notice)
     await svc.ephemeral.delete(_kept_key(factor_id))
     assert activated is not None
     return Activated(factor=activated, recovery_codes=codes)
@@ -219,7 +235,12 @@ async def _check_possession(
     if kind.uses_challenge:
         raw = await svc.ephemeral.get(_kept_key(factor.id))
         kept = json.loads(raw) if raw is not None else None
-    activation = await kind.activate(factor, proof, kept)
+    try:
+        activation = await kind.activate(factor, proof, kept)
+    except InvalidCode:
+        if kind.uses_challenge and await svc.outbox.failed_for(binding_for_enrolment(factor.id)):
+            raise DeliveryFailed(UNDELIVERED) from None
+        raise
     await svc.ephemeral.delete(_tries_key(factor.id))
     return activation
 
@@ -285,9 +306,15 @@ async def remove(svc: Enrolling, principal: Principal, info: RequestInfo, factor
                 devices_forgotten=forgotten,
             ),
         )
-        await notifications.notify(
-            conn, svc, to=principal.user.email, kind="factor_removed", detail=_named(factor)
+        notice = await notifications.notify(
+            conn,
+            svc,
+            to=principal.user.email,
+            kind="factor_removed",
+            detail=_named(factor),
+            user_id=user_id,
         )
+    await svc.outbox.dispatch(notice)
 
 
 async def regenerate_recovery_codes(
@@ -311,9 +338,10 @@ async def regenerate_recovery_codes(
             svc.clock.now(),
             _event(principal, info, "recovery_codes.generated", count=len(prepared.shown)),
         )
-        await notifications.notify(
-            conn, svc, to=principal.user.email, kind="recovery_codes_regenerated"
+        notice = await notifications.notify(
+            conn, svc, to=principal.user.email, kind="recovery_codes_regenerated", user_id=user_id
         )
+    await svc.outbox.dispatch(notice)
     return prepared.shown
 
 

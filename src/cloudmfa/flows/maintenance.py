@@ -21,6 +21,7 @@ from cloudmfa.flows.audit_chain import seal_pending
 from cloudmfa.flows.deps import Maintenance
 from cloudmfa.store import factors as factor_repo
 from cloudmfa.store import keys as key_repo
+from cloudmfa.store import outbox as outbox_repo
 from cloudmfa.store import prune as prune_repo
 
 log = logging.getLogger("cloudmfa")
@@ -109,6 +110,7 @@ class Retention:
     session_max: timedelta  # a used refresh token this old belongs to an ended session
     pending_factor_max: timedelta  # a factor never activated
     audit: timedelta | None  # None: audit events are kept forever
+    messages: timedelta = timedelta(days=7)  # the delivery outbox's sent and failed rows
 
 
 def retention_for(svc: Maintenance) -> Retention:
@@ -123,6 +125,7 @@ def retention_for(svc: Maintenance) -> Retention:
         audit=timedelta(days=settings.audit_retention_days)
         if settings.audit_retention_days
         else None,
+        messages=timedelta(hours=settings.delivery_retention_hours),
     )
 
 
@@ -133,13 +136,15 @@ class PruneReport:
     remembered_devices: int = 0
     pending_factors: int = 0
     audit_events: int = 0
+    messages: int = 0
     complete: bool = True  # False: stopped at its deadline; the next run carries on
 
     def summary(self) -> str:
         return (
             f"{self.refresh_tokens} refresh token(s), {self.sessions} ended session(s), "
             f"{self.remembered_devices} expired remembered device(s), "
-            f"{self.pending_factors} pending factor(s), {self.audit_events} audit event(s)"
+            f"{self.pending_factors} pending factor(s), {self.audit_events} audit event(s), "
+            f"{self.messages} delivered or failed message(s)"
         )
 
 
@@ -187,6 +192,11 @@ async def prune(
     report.pending_factors = await in_batches(
         lambda conn: prune_repo.delete_pending_factors(
             conn, created_before=now - retention.pending_factor_max, limit=batch_size
+        )
+    )
+    report.messages = await in_batches(
+        lambda conn: outbox_repo.prune_finished(
+            conn, before=now - retention.messages, limit=batch_size
         )
     )
     if retention.audit is not None:

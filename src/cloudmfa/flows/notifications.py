@@ -26,10 +26,16 @@ class Notifying(Configured, Protocol):
 
 
 async def notify(
-    conn: AsyncConnection, svc: Notifying, *, to: str, kind: str, detail: str = ""
-) -> None:
+    conn: AsyncConnection,
+    svc: Notifying,
+    *,
+    to: str,
+    kind: str,
+    user_id: str,
+    detail: str = "",
+) -> str:
     """Hand the notice ``kind`` (one of ``NOTICES``) for ``to`` to the outbox, in ``conn``'s
-    transaction."""
+    transaction; its message id, for the caller to dispatch once the transaction commits."""
     assert kind in NOTICES, kind
     message = security_notice(to=to, service=svc.settings.issuer, kind=kind, detail=detail)
-    await svc.outbox.submit(conn, message)
+    return await svc.outbox.submit(conn, message, user_id=user_id)

@@ -81,10 +81,11 @@ async def request_reset(svc: Accounts, info: RequestInfo, email: str) -> None:
     }
     await svc.ephemeral.set(_token_key(token_hash), json.dumps(kept), ttl)
     async with svc.engine.begin() as conn:
-        await svc.outbox.submit(conn, message)
+        message_id = await svc.outbox.submit(conn, message, user_id=user.id)
         await record(
             conn, svc.clock.now(), info.event("password_reset.requested", subject_id=user.id)
         )
+    await svc.outbox.dispatch(message_id)
 
 
 async def confirm_reset(svc: Accounts, info: RequestInfo, token: str, new_password: str) -> None:
@@ -124,4 +125,7 @@ async def confirm_reset(svc: Accounts, info: RequestInfo, token: str, new_passwo
                 devices_forgotten=forgotten,
             ),
         )
-        await notifications.notify(conn, svc, to=user.email, kind="password_reset")
+        notice = await notifications.notify(
+            conn, svc, to=user.email, kind="password_reset", user_id=user.id
+        )
+    await svc.outbox.dispatch(notice)

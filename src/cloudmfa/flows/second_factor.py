@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from cloudmfa import metrics
-from cloudmfa.errors import AccountLocked, InvalidCode, MfaTokenExpired, RateLimited
+from cloudmfa.delivery.outbox import binding_for_attempt
+from cloudmfa.errors import (
+    AccountLocked,
+    DeliveryFailed,
+    InvalidCode,
+    MfaTokenExpired,
+    RateLimited,
+)
 from cloudmfa.factors.base import (
     ChallengeOutcome,
     FlaggedProof,
@@ -43,6 +50,7 @@ from cloudmfa.store.sign_in import Completion, NewDevice
 NOT_OFFERED = "That factor was not offered for this sign-in."
 GONE = "That factor is no longer available."
 LOCKED = "This account is locked; contact an administrator."
+UNDELIVERED = "The code could not be delivered; ask for a new code or choose another factor."
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +139,11 @@ async def _send(
 ) -> None:
     """Hand a factor's message to delivery, in the transaction that records it. Asking for a
     code never resets the account's failure count."""
+    binding = binding_for_attempt(attempt.id, factor.id)
     async with svc.engine.begin() as conn:
-        await svc.outbox.submit(conn, send.message)
+        message_id = await svc.outbox.submit(
+            conn, send.message, user_id=attempt.user_id, binding=binding
+        )
         await record(
             conn,
             svc.clock.now(),
@@ -144,6 +155,7 @@ async def _send(
                 channel=send.message.channel,
             ),
         )
+    await svc.outbox.dispatch(message_id)
 
 
 async def start_cooldown(svc: Cooldowns, factor_id: str) -> None:
@@ -195,6 +207,9 @@ async def verify(
             await _record_failure(svc, info, attempt, factor_id, refused)
             if tries >= max_tries:
                 await svc.attempts.end(attempt)
+            if await svc.outbox.failed_for(binding_for_attempt(attempt.id, factor_id)):
+                # The wrong code may be a guess at one that never came: say so (API.md 502).
+                raise DeliveryFailed(UNDELIVERED) from refused
             raise
         except MfaTokenExpired:
             metrics.second_factor_checked(factor_type, "expired")

@@ -227,3 +227,31 @@ remembered_devices = Table(
     Index("ix_remembered_devices_user_id", "user_id"),
     **MYSQL_TABLE,
 )
+
+# The transactional outbox of messages to users (delivery/outbox.py): a flow inserts a row in
+# the transaction that decides to send, so a message exists exactly when that decision commits;
+# a dispatcher (in-process, or `cloudmfa worker`) claims and sends it afterwards.
+delivery_outbox = Table(
+    "delivery_outbox",
+    metadata,
+    Column("id", String(36), primary_key=True),  # also the providers' idempotency key
+    Column("channel", String(8), nullable=False),  # sms | email
+    # The message (destination, subject, text, html) sealed with the secretbox: its text holds
+    # a code or a reset link. Erased (NULL) once the message is sent or has failed for good.
+    Column("sealed", LargeBinary, nullable=True),
+    Column("status", String(8), nullable=False),  # queued | sending | sent | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    # queued: not before then; sending: the claim's lease ends then (another may take it).
+    Column("next_try_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),  # sent or failed
+    Column("provider", String(64), nullable=True),  # the provider that took it
+    Column("reason", String(500), nullable=True),  # the providers' last refusals
+    Column("user_id", String(36), nullable=True),  # the subject of its audit events
+    # What a failure is reported to ("attempt:<id>:<factor id>" or "enrolment:<factor id>"),
+    # as its SHA-256: an attempt's id is long, and the row need not say which attempt it was.
+    Column("binding", String(64), nullable=True),
+    Index("ix_delivery_outbox_status_next_try_at", "status", "next_try_at"),
+    Index("ix_delivery_outbox_binding", "binding"),
+    **MYSQL_TABLE,
+)

@@ -1,0 +1,166 @@
+"""The delivery outbox's rows (models.delivery_outbox): insert in the caller's transaction, claim
+under a lease, record the outcome, find what is due, prune what is done.
+
+A claim is one conditional UPDATE: only a row that is queued and due, or whose lease has run
+out, matches, so of two dispatchers racing for one row exactly one gets it, and a row whose
+claimer died is taken again once its lease ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, delete, desc, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloudmfa.store.db import update_returning
+from cloudmfa.store.models import delivery_outbox as t
+
+QUEUED, SENDING, SENT, FAILED = "queued", "sending", "sent", "failed"
+REASON_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    id: str
+    channel: str
+    sealed: bytes
+    created_at: datetime
+    user_id: str | None
+    binding: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: str
+    channel: str
+    sealed: bytes | None
+    attempts: int  # including this one
+    created_at: datetime
+    user_id: str | None
+    binding: str | None
+
+
+async def insert_row(conn: AsyncConnection, row: NewRow) -> None:
+    await conn.execute(
+        insert(t).values(
+            id=row.id,
+            channel=row.channel,
+            sealed=row.sealed,
+            status=QUEUED,
+            attempts=0,
+            next_try_at=row.created_at,
+            created_at=row.created_at,
+            user_id=row.user_id,
+            binding=row.binding,
+        )
+    )
+
+
+def _claimable(now: datetime):  # type: ignore[no-untyped-def]
+    # Queued and due, or being sent by a claimer whose lease has ended (it crashed or hung).
+    return and_(t.c.status.in_((QUEUED, SENDING)), t.c.next_try_at <= now)
+
+
+async def claim(
+    conn: AsyncConnection, row_id: str, *, now: datetime, lease_until: datetime
+) -> Claimed | None:
+    """Take the row for sending until ``lease_until``; None when it is not claimable (sent,
+    failed, not yet due, or held by another claimer's live lease). In the caller's transaction."""
+    stmt = (
+        update(t)
+        .where(t.c.id == row_id, _claimable(now))
+        .values(status=SENDING, next_try_at=lease_until, attempts=t.c.attempts + 1)
+    )
+    rows = await update_returning(
+        conn,
+        stmt,
+        t.c.id,
+        t.c.channel,
+        t.c.sealed,
+        t.c.attempts,
+        t.c.created_at,
+        t.c.user_id,
+        t.c.binding,
+    )
+    if not rows:
+        return None
+    row = rows[0]._mapping
+    # MariaDB's emulation reads the row before its update: count this attempt there too.
+    attempts = row["attempts"] if conn.dialect.update_returning else row["attempts"] + 1
+    return Claimed(
+        id=row["id"],
+        channel=row["channel"],
+        sealed=row["sealed"],
+        attempts=attempts,
+        created_at=row["created_at"],
+        user_id=row["user_id"],
+        binding=row["binding"],
+    )
+
+
+async def _finish(conn: AsyncConnection, held: Claimed, **values: object) -> bool:
+    """Update a row this claimer still holds: False when its lease ran out and another claimer
+    took the row meanwhile (the attempt count, raised by every claim, fences the old one out)."""
+    result = await conn.execute(
+        update(t)
+        .where(t.c.id == held.id, t.c.status == SENDING, t.c.attempts == held.attempts)
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+async def mark_sent(conn: AsyncConnection, held: Claimed, *, now: datetime, provider: str) -> bool:
+    # The sealed text holds a code: erased once the provider has it.
+    return await _finish(conn, held, status=SENT, sealed=None, finished_at=now, provider=provider)
+
+
+async def mark_retry(conn: AsyncConnection, held: Claimed, *, at: datetime, reason: str) -> bool:
+    return await _finish(conn, held, status=QUEUED, next_try_at=at, reason=reason[:REASON_MAX])
+
+
+async def mark_failed(conn: AsyncConnection, held: Claimed, *, now: datetime, reason: str) -> bool:
+    return await _finish(
+        conn,
+        held,
+        status=FAILED,
+        sealed=None,
+        finished_at=now,
+        reason=reason[:REASON_MAX],
+    )
+
+
+async def due_ids(conn: AsyncConnection, *, now: datetime, limit: int) -> list[str]:
+    """Rows a sweeper should hand to delivery: queued and due, or with a lapsed lease."""
+    rows = await conn.execute(
+        select(t.c.id).where(_claimable(now)).order_by(t.c.next_try_at).limit(limit)
+    )
+    return [r[0] for r in rows]
+
+
+async def latest_status(conn: AsyncConnection, binding: str) -> str | None:
+    """The status of the newest message for a binding (a resend supersedes a failure)."""
+    return await conn.scalar(
+        select(t.c.status).where(t.c.binding == binding).order_by(desc(t.c.created_at)).limit(1)
+    )
+
+
+async def status_of(conn: AsyncConnection, row_id: str) -> str | None:
+    return await conn.scalar(select(t.c.status).where(t.c.id == row_id))
+
+
+async def prune_finished(conn: AsyncConnection, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` sent or failed rows finished before ``before``."""
+    ids: Sequence[str] = (
+        await conn.scalars(
+            select(t.c.id)
+            .where(or_(t.c.status == SENT, t.c.status == FAILED), t.c.finished_at < before)
+            .limit(limit)
+        )
+    ).all()
+    if not ids:
+        return 0
+    await conn.execute(delete(t).where(t.c.id.in_(ids)))
+    return len(ids)
