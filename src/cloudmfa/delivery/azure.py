@@ -58,13 +58,28 @@ class _AzureClient:
     name: str
 
     def __init__(
-        self, *, connection_string: str, timeout_s: float, tls_context: ssl.SSLContext | None
+        self,
+        *,
+        connection_string: str,
+        sender: str,
+        timeout_s: float = 10,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         parse_connection_string(connection_string)
         self._connection_string = connection_string
+        self.sender = sender
         self._timeout_s = timeout_s
         self._tls_context = tls_context or ssl.create_default_context()
         self._session: Any = None
+        self._client: Any = None  # the SDK's client, made on first use
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def _client_options(self) -> dict[str, Any]:
         import aiohttp
@@ -79,11 +94,6 @@ class _AzureClient:
             "connection_timeout": self._timeout_s,
             "read_timeout": self._timeout_s,
         }
-
-    async def _close_session(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     def _refusal(self, exc: Exception, message: Message) -> DeliveryError:
         from azure.core.exceptions import HttpResponseError, ServiceRequestError
@@ -102,20 +112,6 @@ class _AzureClient:
 
 class AzureEmailProvider(_AzureClient):
     name = "azure"
-
-    def __init__(
-        self,
-        *,
-        connection_string: str,
-        sender: str,
-        timeout_s: float = 10,
-        tls_context: ssl.SSLContext | None = None,
-    ) -> None:
-        super().__init__(
-            connection_string=connection_string, timeout_s=timeout_s, tls_context=tls_context
-        )
-        self.sender = sender
-        self._client: Any = None
 
     async def send(self, message: Message, *, idempotency_key: str) -> Receipt:
         from azure.core.exceptions import AzureError
@@ -137,12 +133,6 @@ class AzureEmailProvider(_AzureClient):
             raise self._refusal(exc, message) from None
         return Receipt(self.name, operation)
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-        await self._close_session()
-
     def _connected(self) -> Any:
         if self._client is None:
             from azure.communication.email.aio import EmailClient
@@ -155,20 +145,6 @@ class AzureEmailProvider(_AzureClient):
 
 class AzureSmsProvider(_AzureClient):
     name = "azure"
-
-    def __init__(
-        self,
-        *,
-        connection_string: str,
-        sender: str,
-        timeout_s: float = 10,
-        tls_context: ssl.SSLContext | None = None,
-    ) -> None:
-        super().__init__(
-            connection_string=connection_string, timeout_s=timeout_s, tls_context=tls_context
-        )
-        self.sender = sender
-        self._client: Any = None
 
     async def send(self, message: Message, *, idempotency_key: str) -> Receipt:
         from azure.core.exceptions import AzureError
@@ -187,12 +163,6 @@ class AzureSmsProvider(_AzureClient):
                 raise ProviderUnavailable(self.name, reason)
             raise MessageRejected(self.name, reason)
         return Receipt(self.name, result.message_id)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-        await self._close_session()
 
     def _connected(self) -> Any:
         if self._client is None:
