@@ -186,14 +186,17 @@ async def _email_ending_window(
 async def _matches_as_a_set(
     conn: AsyncConnection, pattern: str, after_email: str, limit: int
 ) -> list[User]:
-    """The first matches past ``after_email``, fetched as a set and then sorted. A
-    MATERIALIZED common table expression keeps PostgreSQL from answering it by the email
-    index walk again: it fetches the matches from the trigram indexes (migration 0006) and
-    sorts them. MariaDB/MySQL and SQLite have no trigram index and read the accounts."""
+    """The first matches past ``after_email``, fetched as a set and then sorted. On PostgreSQL
+    the sort key is ``email || ''``: the same strings in the same collation, so the same order,
+    but an expression the email index cannot hand over in order, so PostgreSQL cannot answer
+    by walking that index again; it fetches the matches from the trigram indexes (migration
+    0006) and keeps the first ones (a top-N sort). Measured at a million users with the
+    matches all sorting last: 170 ms, against 250 ms for the same set materialised in a CTE
+    and 1,060 ms for the index walk (bench/README.md). MariaDB/MySQL and SQLite have no
+    trigram index: they read the accounts."""
     matches = select(users).where(_matching(users, pattern), users.c.email > after_email)
     if conn.dialect.name == "postgresql":
-        found = matches.cte("matches").prefix_with("MATERIALIZED")
-        stmt = select(found).order_by(found.c.email).limit(limit)
+        stmt = matches.order_by(users.c.email.concat("")).limit(limit)
     else:
         stmt = matches.order_by(users.c.email).limit(limit)
     return [_user(row) for row in await conn.execute(stmt)]
