@@ -89,6 +89,8 @@ bench: $(TEST_STAMP)
 
 ## A million users: 1,000,000 users and 10,000,000 audit events COPYed into PostgreSQL, the
 ## sign-in steps and the admin reads measured against the same at 1,000 users (bench/README.md).
-## Smaller: `make bench-scale SCALE_ARGS="--users 100000 --audit-events 1000000"`.
+## Smaller: `make bench-scale SCALE_USERS=100000` (10 audit events per user); any other option
+## of bench/scale.py in SCALE_ARGS.
+SCALE_USERS ?=
 bench-scale: $(TEST_STAMP)
-	$(BIN)/python bench/scale.py $(SCALE_ARGS)
+	$(BIN)/python bench/scale.py $(if $(SCALE_USERS),--users $(SCALE_USERS)) $(SCALE_ARGS)

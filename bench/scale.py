@@ -60,6 +60,7 @@ from bench.run import (  # noqa: E402
     verify_load,
 )
 from cloudmfa.services import Services  # noqa: E402
+from cloudmfa.store import audit_chain  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -144,15 +145,22 @@ async def provision(
             for table, records in rows.items():
                 await conn.copy_records_to_table(table, records=records, columns=_columns(table))
             log(f"  {min(users, start + BATCH):,} users ({time.monotonic() - started:.0f} s)")
+        chain = _Chain()
         for start in range(0, events, BATCH):
             count = min(BATCH, events - start)
             await conn.copy_records_to_table(
                 "audit_events",
-                records=_audit_rows(user_ids, count, now),
+                records=_audit_rows(user_ids, count, now, chain),
                 columns=_columns("audit_events"),
             )
             if (start // BATCH) % 20 == 19 or start + count == events:
                 log(f"  {start + count:,} audit events ({time.monotonic() - started:.0f} s)")
+        await conn.execute(
+            "UPDATE audit_chain SET head_seq = $1, head_hash = $2 WHERE id = $3",
+            chain.position,
+            chain.head,
+            audit_chain.CHAIN_ROW_ID,
+        )
     finally:
         await conn.close()
         await svc.close()
@@ -161,21 +169,44 @@ async def provision(
     return Provisioned([u for u in known if u != admin], admin)
 
 
-def _audit_rows(user_ids: list[str], count: int, now: datetime) -> Iterator[tuple[Any, ...]]:
+_EVENT_FIELDS = ("id", "at", "type", "actor_id", "subject_id", "ip", "user_agent", "outcome")
+
+
+class _Chain:
+    """The audit trail's hash chain as the sealer would have built it (store/audit_chain.py):
+    a deployment with ten million events has them chained, and unchained ones would keep the
+    service's sealers busy chaining them all through the measurements."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.head = audit_chain.GENESIS_HASH
+
+    def seal(self, content: dict[str, Any]) -> tuple[int, str]:
+        self.position += 1
+        self.head = audit_chain.link(self.head, content)
+        return self.position, self.head
+
+
+def _audit_rows(
+    user_ids: list[str], count: int, now: datetime, chain: _Chain
+) -> Iterator[tuple[Any, ...]]:
     span = 90 * 86400
     for _ in range(count):
         subject = random.choice(user_ids)
-        yield (
-            str(uuid.uuid4()),
-            now - timedelta(seconds=random.randrange(span)),
-            random.choice(AUDIT_TYPES),
-            subject,
-            subject,
-            "10.0.0.1",
-            "bench",
-            "success",
-            "{}",
-        )
+        content: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "at": now - timedelta(seconds=random.randrange(span)),
+            "type": random.choice(AUDIT_TYPES),
+            "actor_id": subject,
+            "subject_id": subject,
+            "ip": "10.0.0.1",
+            "user_agent": "bench",
+            "outcome": "success",
+            "details": {},
+        }
+        position, link = chain.seal({**content, "at": audit_chain.format_time(content["at"])})
+        # details as JSON text, as COPY takes it
+        yield (*(content[name] for name in _EVENT_FIELDS), "{}", position, link)
 
 
 def _columns(table: str) -> list[str]:
@@ -194,10 +225,7 @@ def _columns(table: str) -> list[str]:
             *("acr", "mfa_verified", "ip", "user_agent", "revoked_at", "revoked_reason"),
         ],
         "refresh_tokens": ["token_hash", "session_id", "created_at", "used_at"],
-        "audit_events": [
-            *("id", "at", "type", "actor_id", "subject_id", "ip", "user_agent", "outcome"),
-            "details",
-        ],
+        "audit_events": [*_EVENT_FIELDS, "details", "chain_seq", "chain_hash"],
     }[table]
 
 
@@ -312,6 +340,7 @@ async def measure(
                 "rare (one user's address)": someone.split("@")[0],
                 "missing": "nobody-at-all",
                 "common (every address)": "example.com",
+                "late (the last tenth of the addresses)": late_substring(users),
             }
             result["g_admin_search"] = {}
             for what, query in searches.items():
@@ -336,7 +365,19 @@ async def measure(
                 )
         return result
     finally:
-        await drop_pg_database(name)
+        if args.keep_databases:
+            log(f"{label}: kept database {name} ({url}); drop it when done")
+        else:
+            await drop_pg_database(name)
+
+
+def late_substring(users: int) -> str:
+    """A substring that about a tenth of the addresses share, all of them sorting last
+    (`bench-09` at 1,000,000 users: bench-0900000… to bench-0999999…): the search that once
+    walked the email index past nine tenths of the accounts to fill its page."""
+    first = users - users // 10
+    block = max(0, len(str(max(1, users // 10))) - 1)  # trailing digits left free
+    return "bench-" + f"{first:07d}"[: 7 - block]
 
 
 def table(results: dict[str, Any]) -> str:
@@ -371,7 +412,7 @@ def table(results: dict[str, Any]) -> str:
     rates = (
         f"\n(a) {small['a_password_step']['rate']} → {large['a_password_step']['rate']} req/s; "
         f"(b) {small['b_verify_step']['rate']} → {large['b_verify_step']['rate']} req/s; "
-        f"provisioning {large['provisioning_s']} s.\n"
+        f"provisioning {small['provisioning_s']} s and {large['provisioning_s']} s.\n"
     )
     return "\n".join(lines) + "\n" + rates
 
@@ -401,16 +442,25 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--audit-events", type=int, default=10_000_000)
+    parser.add_argument(
+        "--audit-events", type=int, default=None, help="default: 10 per user (10,000,000)"
+    )
     parser.add_argument("--baseline-users", type=int, default=1_000)
     parser.add_argument("--sample", type=int, default=1_000, help="users signed in, per size")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of (a)")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--admin-requests", type=int, default=200)
     parser.add_argument("--admin-concurrency", type=int, default=4)
+    parser.add_argument(
+        "--keep-databases",
+        action="store_true",
+        help="leave both databases for EXPLAIN; not dropped",
+    )
     args = parser.parse_args()
-    if args.sample > args.baseline_users - 1:
-        args.sample = args.baseline_users - 1
+    if args.audit_events is None:
+        args.audit_events = 10 * args.users
+    # The sample and the administrator are distinct users of the smaller database.
+    args.sample = min(args.sample, args.baseline_users - 1, args.users - 1)
     results = uvloop.run(main_async(args))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S+0000")
     RESULTS.mkdir(exist_ok=True)

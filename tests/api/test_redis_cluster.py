@@ -7,7 +7,9 @@ hold)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -17,7 +19,7 @@ from redis.crc import key_slot
 
 import support
 from cloudmfa.security.throttle import account_tag
-from cloudmfa.store.ephemeral import RedisStore
+from cloudmfa.store.ephemeral import RedisStore, RedisUnavailable
 from conftest import Api, PgDatabase, start_api
 from conftest import test_settings as settings_for
 from redis_servers import ClusterSetup, start_cluster
@@ -101,12 +103,42 @@ async def test_keys_in_other_slots_are_cleared_with_the_spent_one(cluster_url: s
         await store.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open: in about one run in two, redis-py's cluster client raises "
-    "AttributeError ('NoneType' object has no attribute 'writelines') on a connection the "
-    "failover closed, which the service answers 500 instead of 503; no proof is spent twice",
-)
+async def test_a_cluster_client_reset_mid_command_is_unavailable_never_a_bug(
+    cluster_url: str,
+) -> None:
+    """redis-py's Cluster client resets itself (its own aclose()) on CLUSTERDOWN during a
+    failover, closing the connections other commands are writing on; those commands fail inside
+    redis-py with an AttributeError. Here the reset is made directly, in the middle of bursts
+    of commands, until one has been caught that way: it must come out as RedisUnavailable (503),
+    and nothing else may escape."""
+    prefix = f"cloudmfa-test-{secrets.token_hex(4)}:"
+    store = RedisStore(cluster_url, prefix=prefix)
+    outcomes: Counter[str] = Counter()
+
+    async def one(i: int) -> None:
+        try:
+            await store.set(f"k:{{{i % 7}}}", "v", 60)
+            outcomes["ok"] += 1
+        except RedisUnavailable as exc:
+            outcomes[f"unavailable {type(exc.__cause__).__name__}"] += 1
+
+    try:
+        for burst in range(400):
+            commands = [asyncio.create_task(one(i)) for i in range(50)]
+            for _ in range(burst % 6):  # the reset lands at different points of the writes
+                await asyncio.sleep(0)
+            await store.redis.aclose()
+            await asyncio.gather(*commands)  # anything but RedisUnavailable fails the test
+            if outcomes["unavailable AttributeError"]:
+                break
+        assert outcomes["unavailable AttributeError"] >= 1, outcomes
+        await store.set("after", "v", 60)  # the client reconnects by itself
+        assert await store.get("after") == "v"
+    finally:
+        await store.delete("after", *(f"k:{{{i}}}" for i in range(7)))
+        await store.close()
+
+
 async def test_killing_a_master_mid_sign_in_spends_no_proof_twice(cluster: ClusterSetup) -> None:
     db = PgDatabase()
     await db.create()

@@ -133,6 +133,7 @@ def _redis_storage(target: RedisTarget, key_prefix: str, shared: RedisClient | N
             ssl=target.tls,
             socket_timeout=TIMEOUT_S,
             socket_connect_timeout=TIMEOUT_S,
+            reinitialize_steps=0,  # no client reset on MOVED, as the store's (redis_url.py)
             **{name: value for name, value in credentials.items() if value is not None},
         )
     client = shared if isinstance(shared, Redis) else connect_redis(target)

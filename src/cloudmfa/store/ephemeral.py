@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
 from typing import Any, Protocol, cast
 
+import redis
 from redis import exceptions as redis_errors
+from redis.asyncio import RedisCluster
 from redis.exceptions import ClusterDownError
 
 from cloudmfa.clock import Clock
@@ -263,6 +267,8 @@ class _ReportUnavailable:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
         if exc is not None and isinstance(exc, UNAVAILABLE_ERRORS):
             raise RedisUnavailable(f"Redis does not answer: {exc}") from exc
+        if exc is not None and closed_under_the_command(exc):
+            raise RedisUnavailable(f"Redis connection closed by a cluster reset: {exc}") from exc
 
 
 # What a Redis that is down, or a Cluster or Sentinel set in the middle of a failover, raises:
@@ -277,6 +283,28 @@ UNAVAILABLE_ERRORS = (
 )
 reporting_unavailable = _ReportUnavailable()
 
+_REDIS_PY = Path(redis.__file__).resolve().parent
+
+
+def closed_under_the_command(exc: BaseException) -> bool:
+    """redis-py's Cluster client (8.x) resets itself on some failover errors: on CLUSTERDOWN or
+    an uncovered slot from any command, and on a connection error or timeout from any of its
+    pipelines, it calls its own ``aclose()``, which closes every connection of every node,
+    those that other commands are using at that moment too. A command that was about to write
+    on one of them then fails inside redis-py with ``AttributeError: 'NoneType' object has no
+    attribute 'writelines'`` (the connection's writer is gone), before anything was sent.
+    That is the failover again, not a bug of ours: the request answers 503 like the others.
+    Only an AttributeError raised in redis-py's own code counts; one of ours stays a 500."""
+    if not isinstance(exc, AttributeError):
+        return False
+    frame = exc.__traceback__
+    innermost: TracebackType | None = None
+    while frame is not None:
+        innermost, frame = frame, frame.tb_next
+    if innermost is None:
+        return False
+    return Path(innermost.tb_frame.f_code.co_filename).resolve().is_relative_to(_REDIS_PY)
+
 
 class RedisStore:
     """Shared by every worker and replica that points at the same Redis (or Sentinel-managed
@@ -284,6 +312,10 @@ class RedisStore:
 
     def __init__(self, url: str, *, prefix: str = "cloudmfa:") -> None:
         self._redis = connect_redis(parse_redis_url(url))
+        # On a Cluster every multi-key call goes out as single commands, never through the
+        # client's pipelines: a connection error in a pipeline resets the whole client, which
+        # breaks the commands of every other request in flight (see closed_under_the_command).
+        self._cluster = isinstance(self._redis, RedisCluster)
         self._prefix = prefix
         self._incr = self._redis.register_script(_INCR_WITH_TTL)
         self._begin_use = self._redis.register_script(_BEGIN_USE)
@@ -335,7 +367,13 @@ class RedisStore:
         where the keys of different owners live in different slots). Each command is atomic;
         the set of them is not: a command of another client can run between the GETDEL and the
         DELs. Whoever's GETDEL returns the value is the one that spent it, which is what must
-        be decided once; the DELs clear state that is unconditionally cleared either way."""
+        be decided once; the DELs clear state that is unconditionally cleared either way.
+        On a Cluster they are separate commands sent at once instead (one round trip too)."""
+        if self._cluster:
+            replies = await self._one_command_per_key(
+                ("GETDEL", key), *(("DEL", other) for other in others)
+            )
+            return cast(str | None, replies[0])
         with reporting_unavailable:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.getdel(self._k(key))
@@ -364,7 +402,8 @@ class RedisStore:
         return cast(str | None, value)  # str: the client decodes replies
 
     async def exists_any(self, *keys: str) -> bool:
-        # On a Cluster, redis-py splits EXISTS and DEL by slot itself.
+        if self._cluster:
+            return any(await self._one_command_per_key(*(("EXISTS", key) for key in keys)))
         with reporting_unavailable:
             return bool(await self._redis.exists(*(self._k(k) for k in keys)))
 
@@ -374,9 +413,25 @@ class RedisStore:
         return cast(str | None, value)
 
     async def delete(self, *keys: str) -> None:
-        if keys:
+        if keys and self._cluster:
+            await self._one_command_per_key(*(("DEL", key) for key in keys))
+        elif keys:
             with reporting_unavailable:
                 await self._redis.delete(*(self._k(k) for k in keys))
+
+    async def _one_command_per_key(self, *calls: tuple[str, str]) -> list[Any]:
+        """Each (command, key) as a single-key command, all sent at once, through a Cluster
+        client's command path (see ``__init__``). The replies in order; the first failure is
+        raised once every command has answered, so none is left running unobserved."""
+        with reporting_unavailable:
+            replies = await asyncio.gather(
+                *(self._redis.execute_command(command, self._k(key)) for command, key in calls),
+                return_exceptions=True,
+            )
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
+        return replies
 
     async def ping(self) -> None:
         with reporting_unavailable:

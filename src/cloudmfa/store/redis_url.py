@@ -134,6 +134,12 @@ def connect_redis(target: RedisTarget) -> RedisClient:
         password=target.password,
         ssl=target.tls,
         max_connections=MAX_CONNECTIONS,  # per node
+        # A MOVED reply patches that slot's owner only. redis-py's default re-reads the whole
+        # topology at every fifth MOVED through its own aclose(), which closes the connections
+        # other requests are using at that moment, answering them 503 in the middle of a
+        # failover for nothing (store/ephemeral.py, closed_under_the_command). A node that
+        # stops answering still makes the client re-read the topology, without a reset.
+        reinitialize_steps=0,
         **_connection_options(),
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -15,7 +16,12 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from cloudmfa.security.throttle import account_key, account_tag
-from cloudmfa.store.ephemeral import RedisStore, RedisUnavailable
+from cloudmfa.store.ephemeral import (
+    RedisStore,
+    RedisUnavailable,
+    closed_under_the_command,
+    reporting_unavailable,
+)
 from cloudmfa.store.login_attempts import (
     _kept_key,
     _lease_key,
@@ -142,3 +148,31 @@ def test_an_mfa_tokens_keys_share_one_cluster_slot() -> None:
     keys += [f"cloudmfa:{_sends_key(attempt_id)}", f"cloudmfa:{_kept_key(attempt_id, 'f1')}"]
     keys += [f"cloudmfa:{account_key('ada@example.com')}"]  # the account's failures too
     assert len({key_slot(key.encode()) for key in keys}) == 1
+
+
+async def _redis_py_with_its_connection_closed() -> None:
+    """What redis-py raises when another task closed the connection it was about to write on
+    (a Cluster client resetting itself): its writer is None."""
+    from redis.asyncio.connection import Connection
+
+    await Connection()._send_packed_command([b"PING\r\n"])
+
+
+async def test_a_connection_closed_under_a_command_by_redis_py_is_unavailable() -> None:
+    with pytest.raises(AttributeError, match="writelines") as raised:
+        await _redis_py_with_its_connection_closed()
+    assert closed_under_the_command(raised.value)
+    with pytest.raises(RedisUnavailable, match="closed by a cluster reset"):
+        with reporting_unavailable:
+            await _redis_py_with_its_connection_closed()
+
+
+async def test_an_attribute_error_of_our_own_stays_a_bug() -> None:
+    """Only redis-py's own AttributeError is a failover: one raised in our code is a 500."""
+    writer: Any = None
+    with pytest.raises(AttributeError) as raised:
+        writer.writelines([b"PING\r\n"])
+    assert not closed_under_the_command(raised.value)
+    with pytest.raises(AttributeError):
+        with reporting_unavailable:
+            writer.writelines([b"PING\r\n"])
