@@ -2,11 +2,12 @@
 `cloudmfa serve` (its own process, SQLite, the `required` MFA policy) serving the built UI.
 
 Codes are what a person would see: an authenticator app's codes computed from the secret read
-off the set-up page; SMS and email codes and the password-reset link read from the messages
-the service sent (for now the console provider's lines in the server's log: zero configuration
-logs every message); passkeys made and used by the DevTools virtual authenticator. Every
-screen is saved as a PNG under artifacts/e2e/ (ignored by git) to look at. Any Content Security
-Policy violation or uncaught script error fails the test that caused it.
+off the set-up page; SMS and email codes and the password-reset link read from the messages the
+service sent through its real providers to real servers on 127.0.0.1 (an SMTP sink for email;
+for text messages the webhook receiver of tests/peers, which checks each request's signature);
+passkeys made and used by the DevTools virtual authenticator. Every screen is saved as a PNG
+under artifacts/e2e/ (ignored by git) to look at. Any Content Security Policy violation or
+uncaught script error fails the test that caused it.
 
 One `serve` for the module: each test signs up accounts of its own, so they do not interfere.
 """
@@ -30,6 +31,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, expect, sync_playwright
 
 from cloudmfa.api.web import WEB_DIST
+from peers.smtp import SmtpSink
+from peers.webhook import WebhookReceiver
 from support import cloudmfa_command, free_port
 
 pytestmark = pytest.mark.slow
@@ -60,12 +63,7 @@ document.addEventListener("securitypolicyviolation", (e) => console.error(
   "{CSP_REPORT_PREFIX} " + [e.effectiveDirective, e.blockedURI, e.sourceFile + ":" +
   e.lineNumber + ":" + e.columnNumber, e.sample].join(" | ")));
 """
-# The console provider's line for each message (its text may span lines).
-CONSOLE_MESSAGE = re.compile(
-    r"NOT DELIVERED: (?P<channel>sms|email) message \S+ to (?P<to>\S+): (?P<text>.*?) "
-    r"\[cloudmfa\.delivery\]",
-    re.S,
-)
+WEBHOOK_SECRET = "e2e-webhook-secret"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -76,30 +74,43 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class Outbox:
-    """The messages the service sent, as the console provider logged them."""
+    """The messages the service sent: emails as the SMTP sink took them, text messages as the
+    webhook receiver took them (only those whose signature verified)."""
 
-    def __init__(self, log: Path) -> None:
-        self.log = log
+    def __init__(self, smtp: SmtpSink, sms: WebhookReceiver) -> None:
+        self.smtp = smtp
+        self.sms = sms
 
     def texts(self, to: str) -> list[str]:
-        found = CONSOLE_MESSAGE.finditer(self.log.read_text(encoding="utf-8", errors="replace"))
-        return [m["text"] for m in found if m["to"] == to]
+        if "@" not in to:
+            return [m["body"] for m in self.sms.messages if m["to"] == to]
+        with self.smtp.lock:
+            emails = [m for m in self.smtp.messages if m["To"] == to]
+        plain = (m.get_body(preferencelist=("plain",)) for m in emails)
+        return [str(body.get_content()) for body in plain if body is not None]
 
     def count(self, to: str) -> int:
         return len(self.texts(to))
 
-    def next_text(self, to: str, after: int) -> str:
-        """The first message to ``to`` after the ``after`` already there."""
+    def next_text(self, to: str, after: int, matching: str = "") -> str:
+        """The first message to ``to`` after the ``after`` already there (and containing
+        ``matching``: a security notice may arrive in between, sent after the same commit)."""
         deadline = time.monotonic() + DELIVERY_TIMEOUT_S
-        while (texts := self.texts(to))[after:] == []:
+        while not (found := [t for t in self.texts(to)[after:] if re.search(matching, t)]):
             assert time.monotonic() < deadline, f"nothing sent to {to}"
             time.sleep(0.1)
-        return texts[after]
+        return found[0]
 
     def next_code(self, to: str, after: int) -> str:
-        found = re.search(r"\b(\d{6})\b", self.next_text(to, after))
-        assert found, self.next_text(to, after)
+        found = re.search(r"\b(\d{6})\b", self.next_text(to, after, matching=r"\b\d{6}\b"))
+        assert found
         return found[1]
+
+
+def wait_out_the_service_cooldown() -> None:
+    """The service's resend cooldown (1 s here) runs on its own clock, which the page's cannot
+    move: a code asked for sooner after the last one answers 429."""
+    time.sleep(1.2)
 
 
 @dataclass(frozen=True)
@@ -109,8 +120,23 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A `cloudmfa serve` of its own, with an administrator; stopped whatever happens."""
+def smtp_sink() -> Iterator[SmtpSink]:
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def sms_receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver(WEBHOOK_SECRET) as receiver:
+        yield receiver  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, smtp_sink: SmtpSink, sms_receiver: WebhookReceiver
+) -> Iterator[Service]:
+    """A `cloudmfa serve` of its own, with an administrator, sending email to the SMTP sink
+    and text messages to the webhook receiver; stopped whatever happens."""
     assert (WEB_DIST / "index.html").is_file(), "the UI is not built: run `make web`"
     workdir = Path(tmp_path_factory.mktemp("e2e"))
     port = free_port()
@@ -124,11 +150,17 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         CLOUDMFA_ARGON2_MEMORY_KIB="8192",
         CLOUDMFA_ARGON2_TIME_COST="1",
         CLOUDMFA_PRUNE_INTERVAL_S="0",
-        # The enrolment's code starts the factor's cooldown: a sign-in right after set-up
-        # must be able to send one. (The page's own 30 s countdown is what the tests watch.)
+        # The enrolment's code starts the factor's cooldown: a sign-in soon after set-up must
+        # be able to send one. (The page's own 30 s countdown is what the tests watch.)
         CLOUDMFA_OTP_RESEND_COOLDOWN_S="1",
-        CLOUDMFA_EMAIL_PROVIDER="console",
-        CLOUDMFA_SMS_PROVIDER="console",
+        CLOUDMFA_EMAIL_PROVIDER="smtp",
+        CLOUDMFA_SMTP_HOST="127.0.0.1",
+        CLOUDMFA_SMTP_PORT=str(smtp_sink.port),
+        CLOUDMFA_SMTP_SECURITY="none",  # a sink on this host
+        CLOUDMFA_EMAIL_FROM="cloudmfa <no-reply@example.com>",
+        CLOUDMFA_SMS_PROVIDER="webhook",
+        CLOUDMFA_SMS_WEBHOOK_URL=f"{sms_receiver.url}/sms",
+        CLOUDMFA_SMS_WEBHOOK_SECRET=WEBHOOK_SECRET,
     )
     made = subprocess.run(
         [*cloudmfa_command(), "create-admin", ADMIN_EMAIL, "--password-stdin"],
@@ -162,7 +194,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                 pass
             assert time.monotonic() < deadline, "serve did not start"
             time.sleep(0.2)
-        yield Service(url, Outbox(log_path))
+        yield Service(url, Outbox(smtp_sink, sms_receiver))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -620,7 +652,7 @@ def test_forgot_password_then_sign_in_with_the_new_one_and_the_second_factor(
     expect(page.get_by_role("status")).to_contain_text("a link is on its way")
     shot(page, "forgot-password-sent")
 
-    text = service.outbox.next_text(account.email, after=sent_before)
+    text = service.outbox.next_text(account.email, after=sent_before, matching="reset-password")
     found = re.search(rf"{re.escape(service.url)}(/reset-password\?token=[\w-]+)", text)
     assert found, text
     link = found[1]
@@ -690,6 +722,7 @@ def test_sms_set_up_in_the_wizard_and_sign_in_with_a_resent_code_then_an_email_c
     finish_first_factor(page, shot)
 
     # Sign in with a text message; a new code only after the countdown.
+    wait_out_the_service_cooldown()  # since the set-up's code
     sign_in_password(page, email)
     sent = service.outbox.count(PHONE)
     page.get_by_role("button", name="Text message (SMS)").click()
@@ -705,8 +738,7 @@ def test_sms_set_up_in_the_wizard_and_sign_in_with_a_resent_code_then_an_email_c
     page.clock.run_for(16_000)
     expect(resend).to_have_text("Send a new code")
     expect(resend).to_be_enabled()
-    # The service's own cooldown (1 s here) runs on its clock, which the page's cannot move.
-    time.sleep(1.2)
+    wait_out_the_service_cooldown()
     resend.click()
     expect(page.get_by_role("alert")).to_have_count(0)
     second_code = service.outbox.next_code(PHONE, after=sent + 1)
@@ -731,6 +763,7 @@ def test_sms_set_up_in_the_wizard_and_sign_in_with_a_resent_code_then_an_email_c
     sign_out(page)
 
     # Sign in with the email code.
+    wait_out_the_service_cooldown()  # since the set-up's code
     sign_in_password(page, email)
     sent = service.outbox.count(email)
     page.get_by_role("button", name="Email code (Work)").click()
