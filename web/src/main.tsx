@@ -1,3 +1,4 @@
+import "./csp"; // first: configures libraries before any of them runs
 import "@mantine/core/styles.css";
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";

@@ -32,7 +32,9 @@ type Session = {
   enrolmentOnly: boolean;
 };
 
-export type EndReason = "signed_out" | "revoked" | "expired";
+/** Why a session ended, for the sign-in page to say (`signed_out` needs no word of its own
+ * there: the page that signs out passes it along). */
+export type EndReason = "signed_out" | "revoked" | "expired" | "enrolled";
 
 let current: Session | null = null;
 let deviceToken: string | null = null;
@@ -178,11 +180,12 @@ export async function unwrap<T>(
   return result.data as T;
 }
 
-export async function signOut(): Promise<void> {
+/** Ends the session here and at the service; `reason` is what the sign-in page then says. */
+export async function signOut(reason: EndReason = "signed_out"): Promise<void> {
   try {
     await api.POST("/api/v1/auth/logout");
   } finally {
-    session.end("signed_out");
+    session.end(reason);
   }
 }
 

@@ -25,8 +25,10 @@ function Section({ title, children }: { title: string; children: React.ReactNode
   );
 }
 
-/** A table that scrolls sideways on a narrow screen instead of squeezing its columns. */
-function Rows({ head, children, empty }: { head: string[]; children: React.ReactNode[]; empty: boolean }) {
+/** A table that scrolls sideways on a narrow screen instead of squeezing its columns; while its
+ * data loads it says so (not "nothing here", which would be untrue for a moment). */
+function Rows({ head, children, empty, loading }: { head: string[]; children: React.ReactNode[]; empty: boolean; loading: boolean }) {
+  if (loading) return <Text c="dimmed">{t.common.loading}</Text>;
   if (empty) return <Text c="dimmed">{t.common.none}</Text>;
   return (
     <Table.ScrollContainer minWidth={520}>
@@ -85,10 +87,9 @@ export function Security() {
       <FocusHeading order={1}>{t.security.title}</FocusHeading>
       {me.data && <Text>{t.security.signedInAs(me.data.email)}</Text>}
       <ProblemAlert error={loadError ?? change.error} />
-      {(factors.isPending || me.isPending) && <Text>{t.common.loading}</Text>}
 
       <Section title={t.security.factors}>
-        <Rows head={[t.security.type, t.security.status, t.security.added, t.security.lastUsed, ""]} empty={activeFactors.length === 0}>
+        <Rows head={[t.security.type, t.security.status, t.security.added, t.security.lastUsed, ""]} empty={activeFactors.length === 0} loading={factors.isPending}>
           {activeFactors.map((f) => (
             <Table.Tr key={f.id}>
               <Table.Td>{factorName(f)}</Table.Td>
@@ -126,7 +127,7 @@ export function Security() {
       </Section>
 
       <Section title={t.security.devices}>
-        <Rows head={[t.security.device, t.security.ip, t.security.added, t.security.lastUsed, ""]} empty={(devices.data?.devices ?? []).length === 0}>
+        <Rows head={[t.security.device, t.security.ip, t.security.added, t.security.lastUsed, ""]} empty={(devices.data?.devices ?? []).length === 0} loading={devices.isPending}>
           {(devices.data?.devices ?? []).map((d) => (
             <Table.Tr key={d.id}>
               <Table.Td>{d.user_agent ?? "?"}</Table.Td>
@@ -144,7 +145,7 @@ export function Security() {
       </Section>
 
       <Section title={t.security.sessions}>
-        <Rows head={[t.security.device, t.security.ip, t.security.started, t.security.lastSeen, ""]} empty={(sessions.data?.sessions ?? []).length === 0}>
+        <Rows head={[t.security.device, t.security.ip, t.security.started, t.security.lastSeen, ""]} empty={(sessions.data?.sessions ?? []).length === 0} loading={sessions.isPending}>
           {(sessions.data?.sessions ?? []).map((s) => (
             <Table.Tr key={s.id}>
               <Table.Td>
@@ -166,7 +167,7 @@ export function Security() {
       <PasswordChange />
 
       <Section title={t.security.events}>
-        <Rows head={[t.security.event, t.security.when, t.security.outcome, t.security.ip]} empty={(events.data?.events ?? []).length === 0}>
+        <Rows head={[t.security.event, t.security.when, t.security.outcome, t.security.ip]} empty={(events.data?.events ?? []).length === 0} loading={events.isPending}>
           {(events.data?.events ?? []).slice(0, 20).map((e) => (
             <Table.Tr key={e.id}>
               <Table.Td>

@@ -58,9 +58,11 @@ export function Setup() {
   const finish = () => {
     if (enrolmentOnly) {
       // The session that set up the first factor stays confined until the user signs in
-      // with it (the service's rule): sign in again.
+      // with it (the service's rule): sign in again. The reason travels with the session's
+      // end too: if the sign-out lands before this navigation renders, the guard of /setup
+      // sends the page to sign-in first, without this navigation's state.
       navigate("/sign-in", { replace: true, state: { notice: "enrolled" } });
-      void signOut();
+      void signOut("enrolled");
     } else navigate("/security", { replace: true });
   };
 

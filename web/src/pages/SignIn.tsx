@@ -24,11 +24,13 @@ export function useAfterSignIn() {
 export function SignIn() {
   const location = useLocation();
   const after = useAfterSignIn();
-  // Why the user is here: a message passed by the page that sent them, or why their session ended.
-  const [notice] = useState(() => {
-    const reason = (location.state as SignInState)?.notice ?? session.takeEndReason();
-    return reason ? t.ended[reason] : null;
-  });
+  // Why the user is here: a message passed by the page that sent them, or why their session
+  // ended. A page that signs out may arrive here twice (the route guard's redirect when the
+  // session ends, then its own navigation with a message): the later message wins.
+  const passed = (location.state as SignInState)?.notice;
+  const [ended] = useState(() => session.takeEndReason());
+  const reason = passed ?? ended;
+  const notice = reason ? t.ended[reason] : null;
   return (
     <Card withBorder padding="lg" maw={440} mx="auto">
       <Stack>
