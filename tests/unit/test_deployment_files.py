@@ -132,6 +132,8 @@ def test_compose_wires_the_api_worker_database_redis_and_mail() -> None:
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
     assert services["api"]["command"][0] == "serve"
     assert services["worker"]["command"] == ["worker"]
+    # With a worker service, the API only queues messages (else both would deliver).
+    assert services["api"]["environment"]["CLOUDMFA_DELIVERY"] == "worker"
     assert services["migrate"]["command"] == ["migrate"]
     waits_for = services["api"]["depends_on"]
     assert waits_for["migrate"]["condition"] == "service_completed_successfully"
@@ -233,6 +235,10 @@ def test_the_chart_makes_what_a_deployment_needs() -> None:
     ):
         assert kind in kinds, kind
     assert kinds.count("Deployment") == 2  # the API and the worker
+    # With the worker Deployment, the API pods only queue messages (else both would deliver).
+    configmap = texts["configmap.yaml"]
+    assert "{{- if and .Values.worker.enabled" in configmap
+    assert 'CLOUDMFA_DELIVERY: "worker"' in configmap
 
 
 def test_the_api_probes_health_and_readiness_on_its_port() -> None:
