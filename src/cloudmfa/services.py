@@ -6,7 +6,7 @@ Framework-free: the CLI, the HTTP app and the tests all build the same object.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -62,6 +62,9 @@ class Services:
     outbox: Outbox  # where messages to users go
     throttle: AccountThrottle
     ip_limiter: IpRateLimiter
+    # Whether start() counted this instance's pools into the capacity gauges, so that close()
+    # takes back exactly what was counted (services closed without a start count nothing).
+    _capacity_counted: bool = field(default=False, init=False, repr=False)
 
     @classmethod
     def build(
@@ -148,10 +151,14 @@ class Services:
         await self.reload_keys()
         if isinstance(self.ephemeral, MemoryStore):
             await self._restore_revocations()
-        metrics.capacity_started(**self._capacity())
+        if not self._capacity_counted:
+            metrics.capacity_started(**self._capacity())
+            self._capacity_counted = True
 
     async def close(self) -> None:
-        metrics.capacity_stopped(**self._capacity())
+        if self._capacity_counted:
+            metrics.capacity_stopped(**self._capacity())
+            self._capacity_counted = False
         await self.ephemeral.close()
         await self.engine.dispose()
 

@@ -217,3 +217,18 @@ async def test_the_hash_queue_counts_hashes_waiting_for_a_thread() -> None:
     hashes = await asyncio.gather(*waiting)
     assert all(h.startswith("$argon2id$") for h in hashes)
     assert queued() == base
+
+
+async def test_services_closed_without_a_start_leave_the_capacity_gauges_alone(
+    guarded: Api,
+) -> None:
+    from cloudmfa.services import Services
+
+    before = value(await scrape(guarded), "cloudmfa_db_pool_capacity")
+    never_started = Services.build(guarded.svc.settings)
+    await never_started.close()
+    twice = Services.build(guarded.svc.settings)
+    await twice.start(migrate=False)
+    await twice.close()
+    await twice.close()
+    assert value(await scrape(guarded), "cloudmfa_db_pool_capacity") == before
