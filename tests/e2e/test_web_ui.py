@@ -456,7 +456,10 @@ def test_sign_up_set_up_totp_then_sign_in_with_totp_a_recovery_code_and_a_rememb
     expect(page).to_have_url(re.compile(r"/security$"))
     expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
     expect(page.get_by_role("cell", name="Authenticator app (Phone)", exact=True)).to_be_visible()
-    expect(page.get_by_role("cell", name="factor.activated").first).to_be_visible()
+    # The account's events in words, with the service's code kept as the cell's title.
+    activated = page.get_by_role("cell", name="Second factor added", exact=True).first
+    expect(activated).to_be_visible()
+    expect(activated).to_have_attribute("title", "factor.activated")
     shot(page, "security")
     # Nothing in the browser's storage; the only cookie script can read is the CSRF value.
     stored = page.evaluate("() => [localStorage.length, sessionStorage.length, document.cookie]")
@@ -481,7 +484,7 @@ def test_sign_up_set_up_totp_then_sign_in_with_totp_a_recovery_code_and_a_rememb
     # The remembered device (an HttpOnly cookie of this browser) skips the second step.
     sign_in_password(page, email)
     expect(page).to_have_url(re.compile(r"/security$"))
-    expect(page.get_by_role("cell", name="recovery_code.used").first).to_be_visible()
+    expect(page.get_by_role("cell", name="Recovery code used", exact=True).first).to_be_visible()
 
     # Another browser has no remembered device; and a used recovery code is refused there.
     fresh = new_context().new_page()
@@ -543,7 +546,9 @@ def test_passkey_set_up_in_the_wizard_then_passwordless_sign_in_and_as_second_fa
     expect(
         page.get_by_role("cell", name="Passkey or security key (Laptop)", exact=True)
     ).to_be_visible()
-    expect(page.get_by_role("cell", name="mfa.succeeded").first).to_be_visible()
+    expect(
+        page.get_by_role("cell", name="Second factor accepted", exact=True).first
+    ).to_be_visible()
     shot(page, "security-passkey")
     user_verifies(False)
     sign_out(page)
