@@ -81,6 +81,46 @@ export const t = {
     webauthn: "Passkey or security key",
     recovery: "Recovery code",
   } as Record<string, string>,
+  /** The audit trail's event types (`type` of /me/events and /admin/audit), in words. A type
+   * missing here (a newer service) is shown as its code (see wording.ts). */
+  eventTypes: {
+    "account.created": "Account created",
+    "account.locked": "Account locked",
+    "account.unlocked": "Account unlocked",
+    "delivery.failed": "A code or link could not be delivered",
+    "device.forgotten": "Remembered device forgotten",
+    "factor.activated": "Second factor added",
+    "factor.enrolled": "Second factor set-up started",
+    "factor.removed": "Second factor removed",
+    "factor.renamed": "Second factor renamed",
+    "login.failed": "Sign-in failed",
+    "login.succeeded": "Signed in",
+    "mfa.challenge_sent": "Sign-in code sent",
+    "mfa.failed": "Second factor not accepted",
+    "mfa.reset": "All second factors removed (MFA reset)",
+    "mfa.succeeded": "Second factor accepted",
+    "password.change_failed": "Password change refused",
+    "password.changed": "Password changed",
+    "password.reset": "Password reset by email link",
+    "password_reset.requested": "Password reset link asked for",
+    "rate_limited": "Too many attempts: slowed down",
+    "recovery_code.used": "Recovery code used",
+    "recovery_codes.generated": "New recovery codes made",
+    "role.granted": "Role granted",
+    "session.revoked": "Session signed out",
+    "token.reuse_detected": "Reused sign-in token: sessions ended",
+    "webauthn.clone_detected": "Passkey may have been copied",
+  } as Record<string, string>,
+  /** A factor's `status`. */
+  factorStatus: {
+    active: "Active",
+    pending: "Set-up not finished",
+  } as Record<string, string>,
+  /** An audit event's `outcome`. */
+  outcomes: {
+    success: "Succeeded",
+    failure: "Failed",
+  } as Record<string, string>,
   setup: {
     title: "Set up a second factor",
     requiredNotice: "Your account needs a second factor before you can continue.",

@@ -10,11 +10,10 @@
  * ends the session here too, with a message for the sign-in page.
  */
 import createClient, { type Middleware } from "openapi-fetch";
-import type { PendingPaths } from "./pending";
 import { type ApiError, toApiError } from "./problem";
-import type { components, paths as Generated } from "./schema";
+import type { components, paths } from "./schema";
 
-export type Paths = Omit<PendingPaths, keyof Generated> & Generated;
+export type Paths = paths;
 export type Schemas = components["schemas"];
 export type TokenResponse = Schemas["TokenResponse"];
 

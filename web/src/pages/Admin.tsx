@@ -8,14 +8,10 @@ import { FocusHeading } from "../components/FocusHeading";
 import { Notice, ProblemAlert } from "../components/ProblemAlert";
 import { useStepUp } from "../components/StepUp";
 import { t } from "../strings";
+import { eventName, eventTypeChoices, factorStatusName, outcomeName } from "../wording";
 import { factorName } from "./SignInFlow";
 
 const PAGE_SIZE = 20;
-const EVENT_TYPES = [
-  "account.created", "login.succeeded", "login.failed", "mfa.challenge_sent", "mfa.succeeded", "mfa.failed",
-  "factor.enrolled", "factor.activated", "factor.removed", "recovery_codes.generated", "recovery_code.used",
-  "password.changed", "session.revoked", "token.reuse_detected", "account.locked", "account.unlocked", "mfa.reset", "rate_limited",
-];
 
 /** Cursor paging: the cursors of the pages before this one, so "previous" can go back. */
 function useCursor() {
@@ -145,7 +141,7 @@ export function AdminUser() {
             {u.factors.length === 0 && <Text c="dimmed">{t.common.none}</Text>}
             <ul>
               {u.factors.map((f) => (
-                <li key={f.id}>{factorName(f)} — {f.status}, {t.security.lastUsed.toLowerCase()}: <When at={f.last_used_at} /></li>
+                <li key={f.id}>{factorName(f)} — {factorStatusName(f.status)}, {t.security.lastUsed.toLowerCase()}: <When at={f.last_used_at} /></li>
               ))}
             </ul>
             <Group>
@@ -194,7 +190,7 @@ function Audit({ userId: initialUser }: { userId: string }) {
           <TextInput label={t.admin.userIdFilter} value={userDraft} onChange={(e) => setUserDraft(e.currentTarget.value)} />
           <NativeSelect
             label={t.admin.typeFilter}
-            data={[{ value: "", label: t.admin.anyType }, ...EVENT_TYPES]}
+            data={[{ value: "", label: t.admin.anyType }, ...eventTypeChoices()]}
             value={typeDraft}
             onChange={(e) => setTypeDraft(e.currentTarget.value)}
           />
@@ -219,8 +215,11 @@ function Audit({ userId: initialUser }: { userId: string }) {
             {(events.data?.events ?? []).map((e) => (
               <Table.Tr key={e.id}>
                 <Table.Td><When at={e.at} /></Table.Td>
-                <Table.Td>{e.type}</Table.Td>
-                <Table.Td>{e.outcome}</Table.Td>
+                <Table.Td>
+                  {eventName(e.type)}
+                  <Text size="xs" c="dimmed"><Code>{e.type}</Code></Text>
+                </Table.Td>
+                <Table.Td>{outcomeName(e.outcome)}</Table.Td>
                 <Table.Td>{e.actor_id ? <Link to={`/admin/users/${e.actor_id}`}>{e.actor_id.slice(0, 8)}</Link> : "—"}</Table.Td>
                 <Table.Td>{e.subject_id ? <Link to={`/admin/users/${e.subject_id}`}>{e.subject_id.slice(0, 8)}</Link> : "—"}</Table.Td>
                 <Table.Td>{e.ip ?? ""}</Table.Td>

@@ -10,6 +10,7 @@ import { RecoveryCodes } from "../components/RecoveryCodes";
 import { useStepUp } from "../components/StepUp";
 import { useMe } from "../session";
 import { t } from "../strings";
+import { eventName, factorStatusName, outcomeName } from "../wording";
 import { factorName } from "./SignInFlow";
 
 function Section({ title, children }: { title: string; children: React.ReactNode }) {
@@ -94,7 +95,7 @@ export function Security() {
             <Table.Tr key={f.id}>
               <Table.Td>{factorName(f)}</Table.Td>
               <Table.Td>
-                <Badge color={f.status === "active" ? "green" : "gray"}>{f.status}</Badge>
+                <Badge color={f.status === "active" ? "green" : "gray"}>{factorStatusName(f.status)}</Badge>
               </Table.Td>
               <Table.Td><When at={f.created_at} /></Table.Td>
               <Table.Td><When at={f.last_used_at} /></Table.Td>
@@ -170,12 +171,12 @@ export function Security() {
         <Rows head={[t.security.event, t.security.when, t.security.outcome, t.security.ip]} empty={(events.data?.events ?? []).length === 0} loading={events.isPending}>
           {(events.data?.events ?? []).slice(0, 20).map((e) => (
             <Table.Tr key={e.id}>
-              <Table.Td>
-                {e.type}
+              <Table.Td title={e.type}>
+                {eventName(e.type)}
                 {e.actor?.role === "admin" ? ` (${t.security.byAdmin})` : ""}
               </Table.Td>
               <Table.Td><When at={e.at} /></Table.Td>
-              <Table.Td>{e.outcome}</Table.Td>
+              <Table.Td>{outcomeName(e.outcome)}</Table.Td>
               <Table.Td>{e.ip ?? ""}</Table.Td>
             </Table.Tr>
           ))}

@@ -267,7 +267,7 @@ describe("the admin console", () => {
     const u = userEvent.setup();
     renderAt("/admin?tab=audit&user_id=u9");
     await waitFor(() => expect(callsTo("GET", "/api/v1/admin/audit")[0]?.query.get("user_id")).toBe("u9"));
-    await u.selectOptions(screen.getByRole("combobox", { name: "Event type" }), "account.locked");
+    await u.selectOptions(screen.getByRole("combobox", { name: "Event type" }), screen.getByRole("option", { name: "Account locked" }));
     await u.click(screen.getByRole("button", { name: "Apply filters" }));
     await waitFor(() => expect(callsTo("GET", "/api/v1/admin/audit").some((c) => c.query.get("type") === "account.locked" && c.query.get("user_id") === "u9")).toBe(true));
   });

@@ -25,7 +25,7 @@ describe("the security page", () => {
     const user = userEvent.setup();
     renderAt("/security");
     expect(await screen.findByText("Signed in as ada@example.com")).toBeInTheDocument();
-    expect(await screen.findByText("mfa.reset (an administrator)")).toBeInTheDocument();
+    expect(await screen.findByText("All second factors removed (MFA reset) (an administrator)")).toBeInTheDocument();
     expect(screen.getByText("This session")).toBeInTheDocument();
 
     await user.click(screen.getByRole("button", { name: "Revoke session Safari" }));
