@@ -631,9 +631,10 @@ async def _code_delivery_run(
     cloudmfa = str(Path(sys.executable).with_name("cloudmfa"))
     serve_argv = [cloudmfa, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     with contextlib.ExitStack() as running:
-        running.enter_context(Server(serve_argv, env, port, "/readyz"))
+        server = running.enter_context(Server(serve_argv, env, port, "/readyz"))
+        worker = None
         if mode == "worker":
-            running.enter_context(DeliveryWorker([cloudmfa, "worker"], env))
+            worker = running.enter_context(DeliveryWorker([cloudmfa, "worker"], env))
         receiver.forget()
         await _challenge_load(port, warmup, await prepare_mfa_tokens(settings, warmup), args)
         await receiver.wait_for(len(warmup))
@@ -644,12 +645,37 @@ async def _code_delivery_run(
             f"at {args.concurrency} clients"
         )
         sent_at: dict[str, float] = {}
+        assert server.proc is not None
+        serve_pids = worker_pids(server.proc.pid)
+        worker_pid = [worker.proc.pid] if worker is not None and worker.proc else []
+        cpu_before = cpu_seconds(serve_pids), cpu_seconds(worker_pid)
         result = await _challenge_load(port, users, tokens, args, sent_at, args.duration)
         load_ended = time.monotonic()
         answered = result.statuses.get(202, 0)
         arrived, refused = await receiver.wait_for(answered)
+        cpu = cpu_seconds(serve_pids) - cpu_before[0], cpu_seconds(worker_pid) - cpu_before[1]
     figures = code_delivery.Arrivals(sent_at, answered, load_ended, arrived, refused).figures()
-    return {**summarise(result), **figures, "mode": mode}
+    return {
+        **summarise(result),
+        **figures,
+        "mode": mode,
+        # CPU time per message, less sensitive to a busy machine than the rates: serve's
+        # workers (the request, and in-process the send too) and `cloudmfa worker`.
+        "serve_cpu_ms_per_message": round(1000 * cpu[0] / max(answered, 1), 2),
+        "worker_cpu_ms_per_message": round(1000 * cpu[1] / max(answered, 1), 2)
+        if worker_pid
+        else None,
+    }
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time used so far by these processes (/proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / tick
 
 
 class DeliveryWorker:
@@ -932,8 +958,10 @@ def code_delivery_table(results: dict[str, Any]) -> list[str]:
         "when it stopped and the rate it drained at, and the time from request to arrival:",
         "",
         "| mode | req/s | request p99 ms | 202 | arrived | msg/s overall | msg/s under load "
-        "| backlog | drain msg/s | arrival p50 ms | arrival p99 ms | targets |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| backlog | drain msg/s | arrival p50 ms | arrival p99 ms | CPU ms/msg serve, worker "
+        "| targets |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- |",
     ]
     for run in runs.values():
         lines.append(
@@ -941,6 +969,7 @@ def code_delivery_table(results: dict[str, Any]) -> list[str]:
             f"| {run['arrived']} | {run['delivery_rate']} | {run['rate_during_load']} "
             f"| {run['backlog_at_load_end']} | {run['drain_rate'] or '—'} "
             f"| {run['arrival_p50_ms']} | {run['arrival_p99_ms']} "
+            f"| {run['serve_cpu_ms_per_message']}, {run['worker_cpu_ms_per_message'] or '—'} "
             f"| {code_delivery.verdicts(run)} |"
         )
     lines.append("")
