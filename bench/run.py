@@ -627,6 +627,7 @@ async def _code_delivery_run(
     users = await code_delivery.provision(settings, count, first, password_hash)
     warmup, users = users[:G_WARMUP], users[G_WARMUP:]
     await settle(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    since = datetime.now(UTC)
     port = free_port()
     cloudmfa = str(Path(sys.executable).with_name("cloudmfa"))
     serve_argv = [cloudmfa, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
@@ -654,11 +655,13 @@ async def _code_delivery_run(
         answered = result.statuses.get(202, 0)
         arrived, refused = await receiver.wait_for(answered)
         cpu = cpu_seconds(serve_pids) - cpu_before[0], cpu_seconds(worker_pid) - cpu_before[1]
+        unsent = await outbox_not_sent(pg_url, since)
     figures = code_delivery.Arrivals(sent_at, answered, load_ended, arrived, refused).figures()
     return {
         **summarise(result),
         **figures,
         "mode": mode,
+        "outbox_not_sent": unsent,
         # CPU time per message, less sensitive to a busy machine than the rates: serve's
         # workers (the request, and in-process the send too) and `cloudmfa worker`.
         "serve_cpu_ms_per_message": round(1000 * cpu[0] / max(answered, 1), 2),
@@ -666,6 +669,22 @@ async def _code_delivery_run(
         if worker_pid
         else None,
     }
+
+
+async def outbox_not_sent(pg_url: str, since: datetime) -> list[dict[str, Any]]:
+    """The outbox rows not sent when (g) stopped waiting, by status and tries (empty when every
+    message went out): where a missing message is."""
+    conn = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        rows = await conn.fetch(
+            "SELECT status, attempts, count(*) AS n, min(next_try_at) AS next_try_at "
+            "FROM delivery_outbox WHERE status <> 'sent' AND created_at >= $1 "
+            "GROUP BY status, attempts",
+            since,
+        )
+    finally:
+        await conn.close()
+    return [{**dict(r), "next_try_at": r["next_try_at"].isoformat()} for r in rows]
 
 
 def cpu_seconds(pids: list[int]) -> float:
