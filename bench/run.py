@@ -5,6 +5,8 @@ ceilings, side by side on this machine, and write the results under bench/result
 (b) the TOTP verify step alone            vs (e) a bare asyncpg UPDATE … RETURNING endpoint
 (c) the full two-step login                  (f) (b)'s round trips and crypto, nothing else
 (h) the verify step with a passkey assertion, each round right after (b)'s (bench/passkeys.py)
+(g) POST /auth/challenge for an SMS factor: serve queues, `cloudmfa worker` sends through the
+    `webhook` provider to a local receiver (bench/code_delivery.py); and in-process, to compare
 
 Each of (a)–(c) runs on SQLite and on PostgreSQL, both with Redis (two workers need it).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -38,7 +41,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import floor_app, passkeys  # noqa: E402
+from bench import code_delivery, floor_app, passkeys  # noqa: E402
 from bench.loadgen import LoadResult, Send, run_load, run_scenario  # noqa: E402
 from cloudmfa.config import Settings  # noqa: E402
 from cloudmfa.factors.base import StoredFactor  # noqa: E402
@@ -548,6 +551,213 @@ async def measure_backend(
     return out
 
 
+# --- (g) codes by SMS ------------------------------------------------------------------------
+
+G_WARMUP = 200  # untimed challenges first: pools fill, the queue and the webhook connect
+G_SETTLE_S = 15.0  # after the load, wait this long without a new arrival before giving up
+
+
+class SmsReceiver(Server):
+    """bench/sms_receiver.py under uvicorn, one process (its memory holds the arrivals)."""
+
+    def __init__(self, secret: str) -> None:
+        port = free_port()
+        argv = _uvicorn_argv("bench.sms_receiver:app", port)
+        argv[argv.index("--workers") + 1] = "1"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_SMS_SECRET": secret}
+        super().__init__(argv, env, port, "/")
+        self.url = f"http://127.0.0.1:{port}"
+
+    def arrivals(self) -> tuple[list[tuple[float, str, str]], int]:
+        answer = httpx.get(f"{self.url}/arrivals", timeout=30).json()
+        return [tuple(a) for a in answer["arrivals"]], int(answer["refused"])
+
+    def forget(self) -> None:
+        httpx.delete(f"{self.url}/arrivals", timeout=30)
+
+    async def wait_for(self, count: int) -> tuple[list[tuple[float, str, str]], int]:
+        """Poll until ``count`` messages arrived, or none arrived for G_SETTLE_S."""
+        seen, still_since = -1, time.monotonic()
+        while True:
+            arrived, refused = await asyncio.to_thread(self.arrivals)
+            if len(arrived) >= count:
+                return arrived, refused
+            if len(arrived) != seen:
+                seen, still_since = len(arrived), time.monotonic()
+            elif time.monotonic() - still_since > G_SETTLE_S:
+                log(f"(g) only {len(arrived)} of {count} messages arrived")
+                return arrived, refused
+            await asyncio.sleep(0.2)
+
+
+async def measure_code_delivery(
+    pg_url: str, workdir: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """(g) in worker mode (serve --workers 2 queues on Redis, one `cloudmfa worker` sends), then
+    in-process mode (each serve worker sends what it committed), each on its own users."""
+    out: dict[str, Any] = {}
+    secret = secrets.token_urlsafe(32)
+    with SmsReceiver(secret) as receiver:
+        for mode in ("worker", "in-process"):
+            key = "g_sms_challenge_" + mode.replace("-", "_")
+            out[key] = await _code_delivery_run(pg_url, workdir, args, receiver, secret, mode)
+    return out
+
+
+async def _code_delivery_run(
+    pg_url: str,
+    workdir: str,
+    args: argparse.Namespace,
+    receiver: SmsReceiver,
+    secret: str,
+    mode: str,
+) -> dict[str, Any]:
+    prefix = f"bench-{secrets.token_hex(4)}:"
+    env = {
+        **service_env(pg_url, prefix, workdir),
+        **code_delivery.delivery_env(receiver.url, secret, mode),
+    }
+    settings = settings_from(env)
+    count = args.users + G_WARMUP
+    log(f"[postgres] (g, {mode}) provisioning {count} users with an SMS factor")
+    first = 0 if mode == "worker" else 10 * count  # numbers distinct across the two runs
+    password_hash = await PasswordHashing(time_cost=1, memory_kib=8192, parallelism=1).hash(
+        PASSWORD
+    )
+    users = await code_delivery.provision(settings, count, first, password_hash)
+    warmup, users = users[:G_WARMUP], users[G_WARMUP:]
+    await settle(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    since = datetime.now(UTC)
+    port = free_port()
+    cloudmfa = str(Path(sys.executable).with_name("cloudmfa"))
+    serve_argv = [cloudmfa, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    with contextlib.ExitStack() as running:
+        server = running.enter_context(Server(serve_argv, env, port, "/readyz"))
+        worker = None
+        if mode == "worker":
+            worker = running.enter_context(DeliveryWorker([cloudmfa, "worker"], env))
+        receiver.forget()
+        await _challenge_load(port, warmup, await prepare_mfa_tokens(settings, warmup), args)
+        await receiver.wait_for(len(warmup))
+        receiver.forget()
+        tokens = await prepare_mfa_tokens(settings, users)
+        log(
+            f"[postgres] (g, {mode}) SMS challenges, {args.duration:g}s "
+            f"at {args.concurrency} clients"
+        )
+        sent_at: dict[str, float] = {}
+        assert server.proc is not None
+        serve_pids = worker_pids(server.proc.pid)
+        worker_pid = [worker.proc.pid] if worker is not None and worker.proc else []
+        cpu_before = cpu_seconds(serve_pids), cpu_seconds(worker_pid)
+        result = await _challenge_load(port, users, tokens, args, sent_at, args.duration)
+        load_ended = time.monotonic()
+        answered = result.statuses.get(202, 0)
+        arrived, refused = await receiver.wait_for(answered)
+        cpu = cpu_seconds(serve_pids) - cpu_before[0], cpu_seconds(worker_pid) - cpu_before[1]
+        unsent = await outbox_not_sent(pg_url, since)
+    figures = code_delivery.Arrivals(sent_at, answered, load_ended, arrived, refused).figures()
+    return {
+        **summarise(result),
+        **figures,
+        "mode": mode,
+        "outbox_not_sent": unsent,
+        # CPU time per message, less sensitive to a busy machine than the rates: serve's
+        # workers (the request, and in-process the send too) and `cloudmfa worker`.
+        "serve_cpu_ms_per_message": round(1000 * cpu[0] / max(answered, 1), 2),
+        "worker_cpu_ms_per_message": round(1000 * cpu[1] / max(answered, 1), 2)
+        if worker_pid
+        else None,
+    }
+
+
+async def outbox_not_sent(pg_url: str, since: datetime) -> list[dict[str, Any]]:
+    """The outbox rows not sent when (g) stopped waiting, by status and tries (empty when every
+    message went out): where a missing message is."""
+    conn = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        rows = await conn.fetch(
+            "SELECT status, attempts, count(*) AS n, min(next_try_at) AS next_try_at "
+            "FROM delivery_outbox WHERE status <> 'sent' AND created_at >= $1 "
+            "GROUP BY status, attempts",
+            since,
+        )
+    finally:
+        await conn.close()
+    return [{**dict(r), "next_try_at": r["next_try_at"].isoformat()} for r in rows]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time used so far by these processes (/proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / tick
+
+
+class DeliveryWorker:
+    """`cloudmfa worker`, ready once its log says it started."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.argv, self.env = argv, env
+        self.log = tempfile.NamedTemporaryFile(
+            prefix="cloudmfa-bench-worker-", suffix=".log", delete=False
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> DeliveryWorker:
+        env = {**self.env, "CLOUDMFA_LOG_LEVEL": "info"}
+        self.proc = subprocess.Popen(
+            self.argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=env.get("BENCH_CWD")
+        )
+        deadline = time.time() + 60
+        while b"delivery worker started" not in Path(self.log.name).read_bytes():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the delivery worker did not start; see {self.log.name}")
+            time.sleep(0.2)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+async def _challenge_load(
+    port: int,
+    users: list[User4],
+    tokens: list[str],
+    args: argparse.Namespace,
+    sent_at: dict[str, float] | None = None,
+    duration_s: float | None = None,
+) -> LoadResult:
+    """One challenge per user (each its own mfa_token and number); ``sent_at`` gets the
+    monotonic time each request left, by number."""
+    bodies = [
+        json.dumps({"mfa_token": token, "factor_id": user[2]}).encode()
+        for user, token in zip(users, tokens, strict=True)
+    ]
+    times = sent_at if sent_at is not None else {}
+
+    async def challenge(i: int, send: Send) -> None:
+        times[users[i][3]] = time.monotonic()
+        await send("POST", "/api/v1/auth/challenge", bodies[i])
+
+    return await run_scenario(
+        host="127.0.0.1",
+        port=port,
+        scenario=challenge,
+        total=len(bodies),
+        duration_s=duration_s,
+        concurrency=args.concurrency,
+    )
+
+
 class PasskeyRounds:
     """(h): as (b), with a WebAuthn assertion instead of a TOTP code (bench/passkeys.py); each
     round runs in one of (b)'s rounds, so that their ratio is taken side by side."""
@@ -662,6 +872,8 @@ def table(results: dict[str, Any]) -> str:
         "b_totp_verify": ("(b) TOTP verify step", e, "(e)", "b/e"),
         "c_full_login": ("(c) full two-step login", 0.0, "", ""),
         "h_passkey_verify": ("(h) passkey verify step", 0.0, "", ""),
+        "g_sms_challenge_worker": ("(g) SMS challenge, `cloudmfa worker` sends", 0.0, "", ""),
+        "g_sms_challenge_in_process": ("(g) SMS challenge, serve sends (in-process)", 0.0, "", ""),
     }
     lines = [
         f"cloudmfa benchmark, {results['started_at']}, {results['machine']['cpus']} cores "
@@ -718,6 +930,7 @@ def table(results: dict[str, Any]) -> str:
                 f"| {share} | |"
             )
     lines.append("")
+    lines.extend(code_delivery_table(results))
     largest = max(
         (
             mib
@@ -749,6 +962,39 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def code_delivery_table(results: dict[str, Any]) -> list[str]:
+    """(g)'s delivery figures, one row per mode, and the targets of issue 13 part 7."""
+    runs = {
+        key: run
+        for key, run in results["backends"].get("postgres+redis", {}).items()
+        if key.startswith("g_")
+    }
+    if not runs:
+        return []
+    lines = [
+        "(g) delivery: requests answered 202, messages that arrived at the receiver, the rate "
+        "from the first request to the last arrival, the rate while the load ran, the backlog "
+        "when it stopped and the rate it drained at, and the time from request to arrival:",
+        "",
+        "| mode | req/s | request p99 ms | 202 | arrived | msg/s overall | msg/s under load "
+        "| backlog | drain msg/s | arrival p50 ms | arrival p99 ms | CPU ms/msg serve, worker "
+        "| targets |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- |",
+    ]
+    for run in runs.values():
+        lines.append(
+            f"| {run['mode']} | {run['rate']} | {run['p99_ms']} | {run['answered_202']} "
+            f"| {run['arrived']} | {run['delivery_rate']} | {run['rate_during_load']} "
+            f"| {run['backlog_at_load_end']} | {run['drain_rate'] or '—'} "
+            f"| {run['arrival_p50_ms']} | {run['arrival_p99_ms']} "
+            f"| {run['serve_cpu_ms_per_message']}, {run['worker_cpu_ms_per_message'] or '—'} "
+            f"| {code_delivery.verdicts(run)} |"
+        )
+    lines.append("")
+    return lines
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -764,13 +1010,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     share = args.duration / args.rounds
     try:
         async with Ceilings(pg_url, args) as ceilings:
-            if "sqlite" in args.backends:
+            if "sqlite" in args.backends and set("abch") & set(args.only):
                 results["backends"]["sqlite+redis"] = await measure_backend(
                     "sqlite", f"sqlite+aiosqlite:///{workdir}/bench.db", workdir, args
                 )
-            if "postgres" in args.backends:
+            if "postgres" in args.backends and set("abch") & set(args.only):
                 results["backends"]["postgres+redis"] = await measure_backend(
                     "postgres", pg_url, workdir, args, ceilings
+                )
+            if "postgres" in args.backends and "g" in args.only:
+                results["backends"].setdefault("postgres+redis", {}).update(
+                    await measure_code_delivery(pg_url, workdir, args)
                 )
             # Ceilings with nothing to pair with (their service measurement not asked for).
             if "d" in args.only and not ceilings.hash_rates:
@@ -832,7 +1082,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=6000, help="users per pool (three pools)")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--only", default="abcdefh", help="measurements to run (letters a-f and h)")
+    parser.add_argument("--only", default="abcdefgh", help="measurements to run (letters a-h)")
     parser.add_argument(
         "--rounds",
         type=int,

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,10 @@ from cloudmfa.flows.maintenance import PruneReport
 from cloudmfa.security.tokens import hash_opaque_token
 from cloudmfa.services import Services
 from cloudmfa.store import devices as device_repo
+from cloudmfa.store import outbox as outbox_repo
 from cloudmfa.store.models import (
     audit_events,
+    delivery_outbox,
     factors,
     refresh_tokens,
     remembered_devices,
@@ -327,3 +330,53 @@ async def _device_ids(svc: Services, among: set[str], expected: set[str]) -> boo
 
 async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return any(text in record.getMessage() for record in caplog.records)
+
+
+async def test_sent_and_failed_messages_go_after_the_retention_and_queued_ones_stay(
+    kind: str, tmp_path: Path
+) -> None:
+    """The outbox keeps a sent or failed row for CLOUDMFA_DELIVERY_RETENTION_HOURS after it
+    finished; a message still waiting (a retry not yet due, a claim under its lease) is kept
+    however old, and so is a younger finished one."""
+    async with fresh_api(kind, tmp_path, delivery_retention_hours=1) as api:
+        start = api.clock.now()
+        far = start + timedelta(hours=10)  # neither due nor lapsed while the test runs
+
+        async def row(claim_until: datetime | None = None) -> outbox_repo.Claimed | None:
+            new = outbox_repo.NewRow(
+                str(uuid.uuid4()), "sms", b"sealed", api.clock.now(), None, None
+            )
+            async with api.svc.engine.begin() as conn:
+                await outbox_repo.insert_row(conn, new)
+                if claim_until is None:
+                    return None
+                return await outbox_repo.claim(
+                    conn, new.id, now=api.clock.now(), lease_until=claim_until
+                )
+
+        async def finish(held: outbox_repo.Claimed | None, how: str) -> str:
+            assert held is not None
+            async with api.svc.engine.begin() as conn:
+                now = api.clock.now()
+                if how == "sent":
+                    assert await outbox_repo.mark_sent(conn, held, now=now, provider="webhook")
+                elif how == "failed":
+                    assert await outbox_repo.mark_failed(conn, held, now=now, reason="refused")
+                else:
+                    assert await outbox_repo.mark_retry(conn, held, at=far, reason="throttled")
+            return held.id
+
+        old_sent = await finish(await row(far), "sent")
+        old_failed = await finish(await row(far), "failed")
+        waiting_retry = await finish(await row(far), "retry")
+        held_claim = (await row(far)) or pytest.fail("not claimed")
+        api.clock.advance(minutes=50)
+        young_sent = await finish(await row(far), "sent")
+
+        api.clock.advance(minutes=9)  # the old ones finished 59 minutes ago
+        assert (await prune_now(api)).messages == 0
+        api.clock.advance(minutes=2)
+        assert (await prune_now(api)).messages == 2
+        kept = await column(api, delivery_outbox, "id")
+        assert kept == {waiting_retry, held_claim.id, young_sent}
+        assert not {old_sent, old_failed} & kept

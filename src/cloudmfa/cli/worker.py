@@ -41,7 +41,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         build_providers(settings)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    run_async(lambda: work(settings, concurrency))
+    run_async(lambda: work(settings, concurrency), fast_loop=True)
 
 
 async def work(settings: Settings, concurrency: int) -> None:

@@ -21,7 +21,8 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
@@ -143,12 +144,25 @@ class Deliverer:
     clock: Clock
     providers: Providers
     max_attempts: int = 5
+    _single: AsyncEngine = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._single = read_only(self.engine)  # autocommit: for one statement on its own
+
+    def _one_statement(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """Where the claim's UPDATE … RETURNING is one statement, it runs on its own; MariaDB
+        emulates RETURNING with a locking read, which needs a transaction."""
+        if self.engine.dialect.update_returning:
+            return self._single.connect()
+        return self.engine.begin()
 
     async def deliver(self, row_id: str) -> Outcome | None:
         """Claim, send and record one message; None when the row was not claimable (sent,
         failed, not yet due, or held by another dispatcher)."""
         now = self.clock.now()
-        async with self.engine.begin() as conn:
+        # The claim and the record of a send are one UPDATE each, atomic on their own: no
+        # transaction around them (no BEGIN and COMMIT round trips).
+        async with self._one_statement() as conn:
             held = await outbox_repo.claim(
                 conn, row_id, now=now, lease_until=now + timedelta(seconds=LEASE_S)
             )
@@ -170,7 +184,7 @@ class Deliverer:
             return await self._retry(held, channel, exc)
         seconds = asyncio.get_running_loop().time() - started
         done = self.clock.now()
-        async with self.engine.begin() as conn:
+        async with self._single.connect() as conn:
             await outbox_repo.mark_sent(conn, held, now=done, provider=receipt.provider)
         metrics.code_sent(channel, receipt.provider, "sent", seconds)
         metrics.message_waited(channel, (done - held.created_at).total_seconds())
@@ -180,7 +194,7 @@ class Deliverer:
         self, held: outbox_repo.Claimed, channel: Channel, exc: DeliveryError
     ) -> Outcome:
         at = self.clock.now() + timedelta(seconds=backoff_s(held.attempts))
-        async with self.engine.begin() as conn:
+        async with self._single.connect() as conn:
             await outbox_repo.mark_retry(conn, held, at=at, reason=exc.reason)
         metrics.code_sent(channel, exc.provider, "failed")
         log.warning(

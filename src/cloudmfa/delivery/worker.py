@@ -35,6 +35,12 @@ log = logging.getLogger("cloudmfa.delivery")
 FUNCTION = "deliver"
 SWEEP_INTERVAL_S = 1.0
 STOP_GRACE_S = 10
+# How long an idle worker's BLMOVE waits on Redis before asking again: shorter than the Redis
+# client's socket timeout (store/redis_url.py, 5 s). saq's default, 0, blocks for ever, so the
+# client gave up first, and a job that reached Redis as it did was moved to the active list
+# with nobody to answer: it stayed there, its key still taken (the sweeper could not queue the
+# row again) until saq's own sweep a minute later. Seen in bench (g): 2 of 713 messages late.
+DEQUEUE_TIMEOUT_S = 1.0
 
 
 class QueueUnusable(ValueError):
@@ -138,6 +144,7 @@ async def run_worker(
         startup=startup,
         shutdown=shutdown,
         shutdown_grace_period_s=STOP_GRACE_S,
+        dequeue_timeout=DEQUEUE_TIMEOUT_S,
     )
     running = asyncio.create_task(worker.start())
     if stop is None:
