@@ -655,7 +655,9 @@ async def _code_delivery_run(
         answered = result.statuses.get(202, 0)
         arrived, refused = await receiver.wait_for(answered)
         cpu = cpu_seconds(serve_pids) - cpu_before[0], cpu_seconds(worker_pid) - cpu_before[1]
-        unsent = await outbox_not_sent(pg_url, since)
+    # Once serve and the worker are gone: their pools (up to 90 connections) and one more may
+    # pass PostgreSQL's default max_connections of 100.
+    unsent = await outbox_not_sent(pg_url, since)
     figures = code_delivery.Arrivals(sent_at, answered, load_ended, arrived, refused).figures()
     return {
         **summarise(result),

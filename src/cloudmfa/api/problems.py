@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -63,13 +63,25 @@ def as_error(exc: Exception) -> CloudMFAError:
     the caller logs); nothing of either is shown."""
     if isinstance(exc, CloudMFAError):
         return exc
-    if isinstance(exc, OperationalError | ConnectionError):
+    if isinstance(exc, OperationalError | ConnectionError) or _database_out_of_room(exc):
         log.warning("storage unavailable: %s", type(exc).__name__)
         return Unavailable(
             "The database or the shared store is busy or unreachable; try again shortly.",
             retry_after=1,
         )
     return InternalError("Something went wrong on our side.")
+
+
+# SQLSTATE class 53, "insufficient resources" (53300: too many connections), and 57P03 (the
+# server is starting or shutting down): PostgreSQL refusing a new connection, worth a retry.
+_OUT_OF_ROOM_SQLSTATES = ("53", "57P03")
+
+
+def _database_out_of_room(exc: Exception) -> bool:
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return sqlstate.startswith(_OUT_OF_ROOM_SQLSTATES)
 
 
 async def _known_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,51 @@
+"""PostgreSQL refusing a connection for want of room (SQLSTATE 53300, too many connections) is
+an outage worth a retry: 503 `unavailable`, not a 500 that reads as a bug. Seen in bench (g)
+when serve's and the worker's pools together passed max_connections."""
+
+from __future__ import annotations
+
+import secrets
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from cloudmfa.api.problems import as_error
+from cloudmfa.errors import InternalError, Unavailable
+from conftest import PG_DSN
+
+
+async def test_a_refused_connection_for_want_of_room_answers_unavailable() -> None:
+    role = f"cloudmfa_full_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(PG_DSN)
+    # A role allowed no connections at all: PostgreSQL refuses it with 53300, the same
+    # SQLSTATE as a server past max_connections.
+    await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+    engine = create_async_engine(
+        PG_DSN.replace("postgresql://postgres@", f"postgresql+asyncpg://{role}@")
+    )
+    try:
+        with pytest.raises(DBAPIError) as refused:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        assert getattr(refused.value.orig, "sqlstate", None) == "53300"
+        error = as_error(refused.value)
+        assert isinstance(error, Unavailable)
+        assert error.status == 503
+    finally:
+        await engine.dispose()
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
+
+
+async def test_other_database_errors_stay_internal_errors() -> None:
+    engine = create_async_engine(PG_DSN.replace("postgresql://", "postgresql+asyncpg://"))
+    try:
+        with pytest.raises(DBAPIError) as failed:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT * FROM no_such_table_here"))
+        assert isinstance(as_error(failed.value), InternalError)
+    finally:
+        await engine.dispose()
