@@ -233,6 +233,16 @@ async def prepare_mfa_tokens(settings: Settings, users: list[User4]) -> list[str
 # --- servers --------------------------------------------------------------------------------
 
 
+def stop_gracefully(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, as an orchestrator stops a process; killed if it has not exited in 20 s."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 class Server:
     def __init__(self, argv: list[str], env: dict[str, str], port: int, ready_path: str) -> None:
         self.argv, self.env, self.port, self.ready_path = argv, env, port, ready_path
@@ -267,12 +277,7 @@ class Server:
         raise RuntimeError(f"server did not become ready; see {self.log.name}")
 
     def __exit__(self, *_: object) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_gracefully(self.proc)
 
 
 def service_env(database_url: str, prefix: str, workdir: str) -> dict[str, str]:
@@ -722,12 +727,7 @@ class DeliveryWorker:
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_gracefully(self.proc)
 
 
 async def _challenge_load(
