@@ -51,6 +51,7 @@ def _check_tls(cert: str | None, key: str | None) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    _one_malloc_arena()  # before anything starts a thread
     settings = load_settings()
     # The lines written before uvicorn starts take the same form as every later one.
     configure_logging(settings.log_level, settings.log_format)
@@ -85,8 +86,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
         # Each worker hashes on its share of the cores (measured in bench/: more hashes in
         # flight than cores is slower, argon2 being memory-hard).
         os.environ["CLOUDMFA_HASH_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
-    if workers > 1:
-        _return_hash_memory_in_workers()
     trusted = settings.trusted_proxies.strip()
     metrics_dir = _metrics_dir_for(workers)
     try:
@@ -138,29 +137,21 @@ def _default_public_url(settings: Settings, *, port: int, tls: bool) -> None:
     os.environ["CLOUDMFA_PUBLIC_URL"] = f"{scheme}://localhost:{port}"  # the workers read it
 
 
-# Argon2id's working buffer (19 MiB by default) is one malloc per hash. glibc keeps such a block
-# in the hashing thread's arena once it is freed (its mmap threshold rises to the block's size after
-# the first free), so every worker stays ~19 MiB larger than it needs to be between sign-ins. A
-# fixed threshold below the buffer's size makes each buffer a fresh mapping that is handed back on
-# free; alone that made a hash ~40 % dearer in CPU (every 4 KiB page faulted in again), but with
-# transparent huge pages on the mapping (glibc's hugetlb=1: a few 2 MiB faults instead of ~4,900)
-# it costs the same CPU as before (bench/README.md, "Worker memory"). Applied only where the kernel
-# offers transparent huge pages, and never over an operator's own GLIBC_TUNABLES.
-HASH_MEMORY_TUNABLES = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4194304"
-TRANSPARENT_HUGEPAGE_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
+# Argon2id's working buffer (19 MiB by default) is one malloc per hash: a busy worker reuses it,
+# and the hashing pool hands it back once idle (security/passwords.py). That hand-back reaches
+# only glibc's main arena, so serve's processes keep to it: the workers through the tunable, read
+# as they start, this process (which serves itself with one worker) through mallopt. An
+# operator's own GLIBC_TUNABLES win.
+ONE_MALLOC_ARENA = "glibc.malloc.arena_max=1"
 
 
-def _return_hash_memory_in_workers() -> None:
-    """Set the allocator tunables for the worker processes, which read them when they start."""
+def _one_malloc_arena() -> None:
+    from cloudmfa.security.passwords import one_malloc_arena
+
     if os.environ.get("GLIBC_TUNABLES") is not None:
         return
-    try:
-        with open(TRANSPARENT_HUGEPAGE_MODE) as mode:
-            offered = "[never]" not in mode.read()
-    except OSError:
-        return
-    if offered:
-        os.environ["GLIBC_TUNABLES"] = HASH_MEMORY_TUNABLES
+    if one_malloc_arena():
+        os.environ["GLIBC_TUNABLES"] = ONE_MALLOC_ARENA
 
 
 def _metrics_dir_for(workers: int) -> str | None:
