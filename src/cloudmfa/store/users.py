@@ -154,14 +154,14 @@ async def search(
     return found + await _matches_past(conn, query, pattern, window_end, limit - len(found))
 
 
-def _email_order(conn: AsyncConnection) -> Any:
+def _email_order(conn: AsyncConnection, table: Any = users) -> Any:
     """The email as the search orders and compares it: by code point. SQLite (BINARY) and
     MariaDB/MySQL (the tables' ``utf8mb4_bin``) compare the column so already; PostgreSQL
     compares it by the database's collation, often a language's, so the search says ``COLLATE
     "C"``, which ``ix_users_email_by_code_point`` (migration 0008) serves."""
     if conn.dialect.name == "postgresql":
-        return users.c.email.collate("C")
-    return users.c.email
+        return table.c.email.collate("C")
+    return table.c.email
 
 
 def _matching(table: Any, pattern: str) -> Any:
@@ -177,14 +177,14 @@ async def _matches_in_window(
     """The matches among the next ``window`` accounts in email order (a walk of the email
     index that stops at the page's last match or at the window's end)."""
     email = _email_order(conn)
-    next_accounts = select(users, email.label("email_order")).order_by(email).limit(window)
+    next_accounts = select(users).order_by(email).limit(window)
     if after_email is not None:
         next_accounts = next_accounts.where(email > after_email)
     accounts = next_accounts.subquery("window")
     stmt = (
-        select(*(accounts.c[name] for name in users.c.keys()))
+        select(accounts)
         .where(_matching(accounts, pattern))
-        .order_by(accounts.c.email_order)
+        .order_by(_email_order(conn, accounts))
         .limit(limit)
     )
     return [_user(row) for row in await conn.execute(stmt)]

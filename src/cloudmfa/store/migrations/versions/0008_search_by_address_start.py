@@ -42,7 +42,7 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(
-        "CREATE INDEX IF NOT EXISTS ix_users_email_by_code_point ON users (email COLLATE \"C\")"
+        'CREATE INDEX IF NOT EXISTS ix_users_email_by_code_point ON users (email COLLATE "C")'
     )
     op.execute(
         "CREATE INDEX IF NOT EXISTS ix_users_email_tail_trgm "
