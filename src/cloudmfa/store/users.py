@@ -226,7 +226,8 @@ def _first_matches_on_postgres(query: str, pattern: str, after_email: str, limit
     - the addresses that start with the query: by code point, one range of
       ``ix_users_email_by_code_point``, read in order and only as far as the page needs,
       however many addresses share that beginning (``bench-09`` starts 100,000 of a million,
-      all sorting last: 0.8 ms, where fetching and sorting them took 120 ms);
+      all sorting last: 0.8 ms in ``EXPLAIN ANALYZE``, where fetching and sorting them all took
+      224 ms on the same loaded machine, and the CPU per HTTP request fell from 109 to 23 ms);
     - the addresses that hold the query further in (``substr(email, 2)``) and the display
       names that hold it: fetched as a set from the trigram indexes (migrations 0006, 0008)
       and sorted, their first ones kept. The sort key is ``email || ''``: the same order, but
@@ -235,7 +236,10 @@ def _first_matches_on_postgres(query: str, pattern: str, after_email: str, limit
 
     The page is the first ``limit`` of both parts together (an account in both counts once),
     then read whole by id. What stays costly is a query that many addresses or names hold
-    further in, all past the window: that part costs about the trigram scan of its matches."""
+    further in, all past the window: that part costs about the trigram scan of its matches
+    (``ench-09``, inside 100,000 addresses: 190 ms). Without parallel workers it cost as much
+    CPU at 4 concurrent searches, so the statement keeps PostgreSQL's choice. Commands, figures
+    and load averages: bench/README.md, "Matches that all sort late, again"."""
     email = users.c.email.collate("C")
     starting = select(users.c.id, email.label("email_order")).where(
         email >= query,

@@ -4,7 +4,7 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-03 15:00:00
 
-PostgreSQL only (store/users.py ``search``, bench/README.md "Matches that all sort late"). A
+PostgreSQL only (store/users.py ``search``, bench/README.md "Matches that all sort late, again"). A
 query matches where it starts an address, or further inside it, or inside the display name.
 
 - `ix_users_email_by_code_point`, a B-tree on `email COLLATE "C"`: the admin search lists
@@ -23,9 +23,9 @@ The column itself is left as it is: changing its collation would hold the table 
 unique index is rebuilt, and would change the type of every cached statement that returns the
 email, so replicas still running through the upgrade would fail one statement per pooled
 connection. Building the two indexes holds writes to `users` (not reads) while they build:
-16 s at a million users on a 2-core VM. On a large table, build them first with
-`CREATE INDEX CONCURRENTLY` under the same names; the statements here are `IF NOT EXISTS` and
-keep them.
+20–28 s at a million users on a 2-core VM that other work kept busy. On a large table, build
+them first with `CREATE INDEX CONCURRENTLY` under the same names; the statements here are `IF
+NOT EXISTS` and keep them.
 """
 
 from __future__ import annotations
