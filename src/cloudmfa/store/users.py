@@ -136,7 +136,7 @@ async def search(
     accounts in email order first; if the page is not full and accounts are left after them,
     the first matches past the window (``_first_matches_on_postgres`` says how PostgreSQL
     finds them without sorting every match). Measured at a million users in bench/README.md,
-    "Matches that all sort late"."""
+    "Matches that all sort late" and "…, again"."""
     email = _email_order(conn)
     if not query:
         stmt = select(users).order_by(email).limit(limit)
