@@ -34,8 +34,10 @@ BACKENDS = ALL_BACKENDS
 
 
 def _not_postgres_only(obj: Any, name: str | None, kind: str, reflected: bool, other: Any) -> bool:
-    # Migration 0006's trigram indexes are PostgreSQL's own and not declared in models.py.
-    return not (kind == "index" and reflected and (name or "").endswith("_trgm"))
+    # The admin search's indexes (migrations 0006 and 0008: trigrams, the emails by code point)
+    # are PostgreSQL's own and not declared in models.py.
+    postgres_only = (name or "").endswith("_trgm") or name == "ix_users_email_by_code_point"
+    return not (kind == "index" and reflected and postgres_only)
 
 
 def _schema_differences(connection: Connection) -> list[Any]:

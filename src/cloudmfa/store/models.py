@@ -91,8 +91,9 @@ users = Table(
     Column("locked_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    # On PostgreSQL, trigram indexes on email and lower(display_name) serve the admin search's
-    # substring match (migration 0006); they are not declared here, being PostgreSQL's own.
+    # On PostgreSQL, the admin search has indexes of its own (store/users.py search): the
+    # emails by code point, and trigrams of substr(email, 2) and lower(display_name)
+    # (migrations 0006 and 0008). They are not declared here, being PostgreSQL's own.
     **MYSQL_TABLE,
 )
 
