@@ -15,6 +15,7 @@ from cloudmfa.app import create_app
 from cloudmfa.clock import FrozenClock
 from cloudmfa.config import Settings
 from cloudmfa.delivery.base import Message
+from cloudmfa.flows.send_limits import cooldown_key
 from cloudmfa.services import Services
 from conftest import Api
 
@@ -78,7 +79,7 @@ async def recording_api(settings: Settings) -> AsyncIterator[tuple[Api, Recordin
 
 async def pass_cooldown(api: Api, factor_id: str) -> None:
     """As if the resend cooldown had passed (a Redis TTL follows the real clock, not the test's)."""
-    await api.svc.ephemeral.delete(f"send_cooldown:{factor_id}")
+    await api.svc.ephemeral.delete(cooldown_key(factor_id))
 
 
 def new_phone(area: str = "415") -> str:

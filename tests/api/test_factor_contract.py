@@ -19,6 +19,7 @@ from cloudmfa.app import create_app
 from cloudmfa.clock import FrozenClock
 from cloudmfa.delivery.base import Message
 from cloudmfa.factors.registry import FACTORIES, FactorTypeUnavailable
+from cloudmfa.flows.send_limits import cooldown_key
 from cloudmfa.services import Services
 from cloudmfa.store.models import factors
 from conftest import ALL_BACKENDS, Api, bearer
@@ -87,7 +88,7 @@ async def api(backend: dict[str, Any]) -> AsyncIterator[Api]:
 
 async def pass_cooldown(api: Api, factor_id: str) -> None:
     """As if the resend cooldown had passed (a Redis TTL follows the real clock, not the test's)."""
-    await api.svc.ephemeral.delete(f"send_cooldown:{factor_id}")
+    await api.svc.ephemeral.delete(cooldown_key(factor_id))
 
 
 def outbox_of(api: Api) -> RecordingOutbox:
