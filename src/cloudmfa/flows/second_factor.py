@@ -95,10 +95,10 @@ async def challenge(
         return NothingToSend()  # the user holds the codes
     kind = svc.factor_types.get(factor_type)
     async with svc.reader.connect() as conn:
-        user = await user_repo.get_by_id(conn, attempt.user_id)
-        factor = await factor_repo.get_factor(conn, factor_id, attempt.user_id)
-    if user is None or user.locked_at is not None:
+        found = await factor_repo.get_with_account(conn, factor_id, attempt.user_id)
+    if found is None or found.account_locked:
         raise AccountLocked(LOCKED)  # sends nothing to a locked account
+    factor = found.factor
     if kind is None or factor is None or factor.status != "active":
         raise InvalidCode(GONE)
     result = await kind.challenge(factor, attempt.as_seen_by_factor())
@@ -145,24 +145,21 @@ async def _send(
     factor: StoredFactor,
     send: SendMessage,
 ) -> None:
-    """Hand a factor's message to delivery, in the transaction that records it. Asking for a
-    code never resets the account's failure count."""
-    binding = binding_for_attempt(attempt.id, factor.id)
-    async with svc.engine.begin() as conn:
-        message_id = await svc.outbox.submit(
-            conn, send.message, user_id=attempt.user_id, binding=binding
-        )
-        await record(
-            conn,
-            svc.clock.now(),
-            info.event(
-                "mfa.challenge_sent",
-                subject_id=attempt.user_id,
-                factor_id=factor.id,
-                factor_type=factor.type,
-                channel=send.message.channel,
-            ),
-        )
+    """Hand a factor's message to delivery, written with the event that records it (all or
+    nothing). Asking for a code never resets the account's failure count."""
+    event = info.event(
+        "mfa.challenge_sent",
+        subject_id=attempt.user_id,
+        factor_id=factor.id,
+        factor_type=factor.type,
+        channel=send.message.channel,
+    )
+    message_id = await svc.outbox.submit_with_events(
+        send.message,
+        [event],
+        user_id=attempt.user_id,
+        binding=binding_for_attempt(attempt.id, factor.id),
+    )
     await svc.outbox.dispatch(message_id)
 
 
