@@ -4,7 +4,7 @@ the delivered message; and an app built around it."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,12 +15,15 @@ from cloudmfa.app import create_app
 from cloudmfa.clock import FrozenClock
 from cloudmfa.config import Settings
 from cloudmfa.delivery.base import Message
+from cloudmfa.flows.send_limits import cooldown_key
 from cloudmfa.services import Services
+from cloudmfa.store.audit import AuditEvent, record
 from conftest import Api
 
 
 class RecordingOutbox:
     def __init__(self) -> None:
+        self.services: Services | None = None  # whose database takes submit_with_events' events
         self.sent: list[Message] = []
         self.bindings: list[str | None] = []  # what each message's failure is reported to
         self.user_ids: list[str | None] = []
@@ -39,6 +42,19 @@ class RecordingOutbox:
         self.bindings.append(binding)
         self.user_ids.append(user_id)
         return str(len(self.sent))
+
+    async def submit_with_events(
+        self,
+        message: Message,
+        events: Sequence[AuditEvent],
+        *,
+        user_id: str | None = None,
+        binding: str | None = None,
+    ) -> str:
+        assert self.services is not None, "recording_api sets the services"
+        async with self.services.engine.begin() as conn:
+            await record(conn, self.services.clock.now(), *events)
+            return await self.submit(conn, message, user_id=user_id, binding=binding)
 
     async def dispatch(self, *ids: str) -> None:
         self.dispatched.extend(ids)
@@ -67,6 +83,7 @@ async def recording_api(settings: Settings) -> AsyncIterator[tuple[Api, Recordin
     clock = FrozenClock()
     outbox = RecordingOutbox()
     svc = Services.build(settings, clock=clock, outbox=outbox)
+    outbox.services = svc
     app = create_app(settings, services=svc)
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 50000)),
@@ -78,7 +95,7 @@ async def recording_api(settings: Settings) -> AsyncIterator[tuple[Api, Recordin
 
 async def pass_cooldown(api: Api, factor_id: str) -> None:
     """As if the resend cooldown had passed (a Redis TTL follows the real clock, not the test's)."""
-    await api.svc.ephemeral.delete(f"send_cooldown:{factor_id}")
+    await api.svc.ephemeral.delete(cooldown_key(factor_id))
 
 
 def new_phone(area: str = "415") -> str:

@@ -12,13 +12,13 @@ import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 import conftest
+import recording
 from cloudmfa.app import create_app
 from cloudmfa.clock import FrozenClock
-from cloudmfa.delivery.base import Message
 from cloudmfa.factors.registry import FACTORIES, FactorTypeUnavailable
+from cloudmfa.flows.send_limits import cooldown_key
 from cloudmfa.services import Services
 from cloudmfa.store.models import factors
 from conftest import ALL_BACKENDS, Api, bearer
@@ -36,28 +36,8 @@ STUB_FACTORIES = {
 PHONE = "+14155550123"
 
 
-class RecordingOutbox:
+class RecordingOutbox(recording.RecordingOutbox):
     """Delivery as the flows see it; keeps what it was handed."""
-
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    async def submit(
-        self,
-        conn: AsyncConnection,
-        message: Message,
-        *,
-        user_id: str | None = None,
-        binding: str | None = None,
-    ) -> str:
-        self.sent.append(message)
-        return str(len(self.sent))
-
-    async def dispatch(self, *ids: str) -> None:
-        return None
-
-    async def failed_for(self, binding: str) -> bool:
-        return False
 
     def last_code(self) -> str:
         match = re.search(r"\b(\d{6})\b", self.sent[-1].text)
@@ -76,6 +56,7 @@ async def api(backend: dict[str, Any]) -> AsyncIterator[Api]:
     clock = FrozenClock()
     outbox = RecordingOutbox()
     svc = Services.build(settings, clock=clock, factories=STUB_FACTORIES, outbox=outbox)
+    outbox.services = svc
     app = create_app(settings, services=svc)
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 50000)),
@@ -87,7 +68,7 @@ async def api(backend: dict[str, Any]) -> AsyncIterator[Api]:
 
 async def pass_cooldown(api: Api, factor_id: str) -> None:
     """As if the resend cooldown had passed (a Redis TTL follows the real clock, not the test's)."""
-    await api.svc.ephemeral.delete(f"send_cooldown:{factor_id}")
+    await api.svc.ephemeral.delete(cooldown_key(factor_id))
 
 
 def outbox_of(api: Api) -> RecordingOutbox:

@@ -13,6 +13,9 @@ import phonenumbers
 import pytest_asyncio
 
 import conftest
+from cloudmfa import metrics
+from cloudmfa.delivery.base import Message
+from cloudmfa.flows.send_limits import destination_key, sms_budget_key, sms_country
 from conftest import Api, bearer
 from recording import RecordingOutbox, events_of, new_phone, pass_cooldown, recording_api
 from support import admin_session, assert_authenticated, assert_problem, claims, verify
@@ -421,6 +424,119 @@ async def test_sms_budgets_per_country_and_in_all(backend: dict[str, Any]) -> No
     finally:
         if backend.get("redis_url"):
             await conftest.drop_redis_prefix(prefix)
+
+
+# --- what a refused send leaves behind --------------------------------------------------------
+
+
+async def send_counts(api: Api, to: Message) -> list[str | None]:
+    """The hourly counts a message to ``to`` takes a unit of: its destination's, its country's
+    SMS budget and the global one."""
+    keys = [destination_key(to), sms_budget_key(sms_country(to.to)), sms_budget_key("*")]
+    return [await api.svc.ephemeral.get(key) for key in keys]
+
+
+def refused_by(kind: str) -> float:
+    return metrics.REGISTRY.get_sample_value("cloudmfa_rate_limited_total", {"kind": kind}) or 0
+
+
+async def test_a_refused_send_leaves_every_count_and_the_code_as_they_were(
+    backend: dict[str, Any],
+) -> None:
+    """Refused by the cooldown, then by the country's budget: neither takes a unit of any
+    count, nor a send of the attempt, nor replaces the code already sent; the budget's refusal
+    names the country, in the audit trail and the metrics."""
+    prefix = f"cloudmfa-test-{secrets.token_hex(4)}:"  # budgets of their own
+    settings = conftest.test_settings(
+        {**backend, "redis_key_prefix": prefix},
+        **SETTINGS,
+        sms_country_hourly_budget=2,
+        mfa_max_sends=2,
+    )
+    try:
+        async with recording_api(settings) as (api, outbox):
+            phone = new_phone()
+            user, factor = await with_factor(api, outbox, "sms", phone)  # the enrolment: 1
+            token = (await api.login(user["email"]))["mfa_token"]
+            assert (await challenge(api, token, factor["id"])).status_code == 202  # 2
+            code = outbox.code_to(phone)
+            texted = Message("sms", phone, "", "")
+            assert await send_counts(api, texted) == ["2", "2", "2"]
+            sent_event, _enrolments = await events_of(api, user["id"], "mfa.challenge_sent")
+            assert sent_event["details"] == {
+                "factor_id": factor["id"],
+                "factor_type": "sms",
+                "channel": "sms",
+            }
+
+            r = await challenge(api, token, factor["id"])
+            assert_problem(r, 429, "rate_limited")
+            assert 1 <= int(r.headers["Retry-After"]) <= 30  # the cooldown's
+            await pass_cooldown(api, factor["id"])
+            before = refused_by("sms_budget")
+            r = await challenge(api, token, factor["id"])
+            body = assert_problem(r, 429, "rate_limited")
+            assert "country" in body["detail"]
+            assert 30 < int(r.headers["Retry-After"]) <= 3600  # the budget's hour
+
+            assert refused_by("sms_budget") == before + 1
+            assert await send_counts(api, texted) == ["2", "2", "2"]
+            assert len(outbox.to(phone)) == 2
+            [event] = await events_of(api, user["id"], "rate_limited")
+            assert (event["details"]["reason"], event["details"]["country"]) == (
+                "sms_country_budget",
+                "US",
+            )
+            # The code sent stays the one that counts.
+            assert_authenticated(await verify(api, token, factor["id"], code))
+    finally:
+        if backend.get("redis_url"):
+            await conftest.drop_redis_prefix(prefix)
+
+
+async def test_a_send_past_the_attempts_count_gives_back_its_units_and_keeps_the_last_code(
+    api: Api, outbox: RecordingOutbox
+) -> None:
+    address = f"past-{secrets.token_hex(4)}@example.com"
+    user, factor = await with_factor(api, outbox, "email", address)
+    mailed = Message("email", address, "", "")
+    token = (await api.login(user["email"]))["mfa_token"]
+    for _ in range(5):
+        assert (await challenge(api, token, factor["id"])).status_code == 202
+        await pass_cooldown(api, factor["id"])
+    last = outbox.code_to(address)
+    [counted, *_] = await send_counts(api, mailed)
+    before = refused_by("attempt_sends")
+
+    r = await challenge(api, token, factor["id"])
+
+    body = assert_problem(r, 429, "rate_limited")
+    assert "start again" in body["detail"]
+    assert refused_by("attempt_sends") == before + 1
+    assert (await send_counts(api, mailed))[0] == counted == "6"  # with the enrolment's
+    assert len(outbox.to(address)) == 6
+    assert_authenticated(await verify(api, token, factor["id"], last))
+
+
+async def test_parallel_challenges_inside_the_cooldown_count_one_send(
+    api: Api, outbox: RecordingOutbox
+) -> None:
+    """Of ten at once, one takes the cooldown: the others count against no limit and use up
+    none of the attempt's sends (four more are still allowed)."""
+    phone = new_phone()
+    user, factor = await with_factor(api, outbox, "sms", phone)
+    token = (await api.login(user["email"]))["mfa_token"]
+    [destination, *_] = await send_counts(api, Message("sms", phone, "", ""))
+
+    answers = await asyncio.gather(*(challenge(api, token, factor["id"]) for _ in range(10)))
+
+    assert sorted(r.status_code for r in answers) == [202] + [429] * 9
+    assert (await send_counts(api, Message("sms", phone, "", "")))[0] == str(int(destination) + 1)
+    for _ in range(4):
+        await pass_cooldown(api, factor["id"])
+        assert (await challenge(api, token, factor["id"])).status_code == 202
+    await pass_cooldown(api, factor["id"])
+    assert_problem(await challenge(api, token, factor["id"]), 429, "rate_limited")
 
 
 async def test_the_account_is_told_when_an_administrator_resets_its_mfa(

@@ -18,10 +18,13 @@ import pytest_asyncio
 from redis.crc import key_slot
 
 import support
+from cloudmfa.delivery.base import Message
+from cloudmfa.flows.send_limits import destination_key, sms_budget_key
 from cloudmfa.security.throttle import account_tag
 from cloudmfa.store.ephemeral import RedisStore, RedisUnavailable
 from conftest import Api, PgDatabase, start_api
 from conftest import test_settings as settings_for
+from recording import new_phone, pass_cooldown, recording_api
 from redis_servers import ClusterSetup, start_cluster
 from sign_ins_under_failover import run_rounds, sessions_per_user
 from support import mfa_user
@@ -84,6 +87,55 @@ async def test_the_per_ip_limit_holds_on_the_cluster(api: Api, cluster_url: str)
             for _ in range(4)
         ]
     assert answers == [401, 401, 401, 429]
+
+
+async def test_codes_by_sms_keep_their_limits_on_the_cluster(
+    cluster_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The send's two scripts (the cooldown with the hourly counts, in the send limits' slot;
+    the attempt's count of sends with the code it keeps, in the account's) and their
+    give-back run on a Cluster: a CROSSSLOT reply would answer 500."""
+    db = tmp_path_factory.mktemp("db") / "cloudmfa.db"
+    prefix = f"cloudmfa-test-{secrets.token_hex(4)}:"
+    settings = settings_for(
+        {"database_url": f"sqlite+aiosqlite:///{db}", "redis_url": cluster_url},
+        redis_key_prefix=prefix,
+        enabled_factors="totp,sms,recovery",
+        mfa_max_sends=1,
+        sms_country_hourly_budget=3,
+    )
+    async with recording_api(settings) as (sms_api, outbox):
+        user, headers = await sms_api.signed_in("cluster-sms")
+        phone = new_phone()
+        r = await sms_api.client.post(
+            "/api/v1/me/factors", json={"type": "sms", "phone": phone}, headers=headers
+        )
+        assert r.status_code == 201, r.text
+        factor = r.json()
+        r = await sms_api.client.post(
+            f"/api/v1/me/factors/{factor['id']}/activate",
+            json={"code": outbox.code_to(phone)},
+            headers=headers,
+        )
+        assert r.status_code == 200, r.text
+        await pass_cooldown(sms_api, factor["id"])
+        token = (await sms_api.login(user["email"]))["mfa_token"]
+        body = {"mfa_token": token, "factor_id": factor["id"]}
+
+        first = await sms_api.client.post("/api/v1/auth/challenge", json=body)
+        again = await sms_api.client.post("/api/v1/auth/challenge", json=body)
+        await pass_cooldown(sms_api, factor["id"])
+        past_the_attempts = await sms_api.client.post("/api/v1/auth/challenge", json=body)
+
+        assert first.status_code == 202, first.text
+        support.assert_problem(again, 429, "rate_limited")  # the cooldown
+        support.assert_problem(past_the_attempts, 429, "rate_limited")  # one send per attempt
+        texted = Message("sms", phone, "", "")
+        counts = [destination_key(texted), sms_budget_key("US"), sms_budget_key("*")]
+        assert [await sms_api.svc.ephemeral.get(key) for key in counts] == ["2", "2", "2"]
+        code = outbox.code_to(phone)
+        verified = await sms_api.client.post("/api/v1/auth/verify", json={**body, "code": code})
+        support.assert_authenticated(verified)
 
 
 async def test_keys_in_other_slots_are_cleared_with_the_spent_one(cluster_url: str) -> None:

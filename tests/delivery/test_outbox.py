@@ -26,7 +26,7 @@ from cloudmfa.delivery.providers import Providers
 from cloudmfa.store import outbox as outbox_repo
 from cloudmfa.store.models import delivery_outbox
 from conftest import Api
-from recording import events_of, new_phone
+from recording import events_of, new_phone, pass_cooldown
 from support import assert_authenticated, assert_problem, verify
 
 Behaviour = Literal["ok", "down", "reject", "hang"]
@@ -139,7 +139,7 @@ async def sms_user(rig: Rig) -> tuple[dict[str, Any], dict[str, Any], str]:
         f"/api/v1/me/factors/{factor['id']}/activate", json={"code": code}, headers=headers
     )
     assert r.status_code == 200, r.text
-    await api.svc.ephemeral.delete(f"send_cooldown:{factor['id']}")
+    await pass_cooldown(api, factor["id"])
     await rig.dispatcher.drain()  # the "factor added" notice
     return user, factor, phone
 
@@ -271,7 +271,7 @@ async def test_when_every_provider_rejects_the_user_learns_it(rig: Rig) -> None:
     # A new code that arrives supersedes the failure: a wrong guess is a wrong code again.
     rig.reset()
     api.clock.advance(seconds=31)
-    await api.svc.ephemeral.delete(f"send_cooldown:{factor['id']}")
+    await pass_cooldown(api, factor["id"])
     assert (await challenge(api, login["mfa_token"], factor["id"])).status_code == 202
     await rig.dispatcher.drain()
     assert_problem(

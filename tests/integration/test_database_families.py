@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import asyncpg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -18,14 +19,17 @@ from sqlalchemy import Connection, func, insert, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from cloudmfa.config import normalise_database_url
+from cloudmfa.delivery.base import Message
+from cloudmfa.delivery.outbox import DatabaseOutbox, unseal
 from cloudmfa.services import Services
 from cloudmfa.store import claims
+from cloudmfa.store import factors as factor_repo
 from cloudmfa.store import users as user_repo
-from cloudmfa.store.audit import list_events
+from cloudmfa.store.audit import AuditEvent, list_events
 from cloudmfa.store.claims import AdvanceCounter, UseFactor
 from cloudmfa.store.db import create_engine, is_mysql
 from cloudmfa.store.migrate import alembic_config, head_revision, upgrade_to_head
-from cloudmfa.store.models import metadata, signing_keys, users
+from cloudmfa.store.models import delivery_outbox, metadata, signing_keys, users
 from conftest import ALL_BACKENDS, PASSWORD, Api, bearer
 from conftest import test_settings as make_settings
 from support import assert_problem, mfa_user
@@ -199,3 +203,75 @@ async def test_a_value_too_long_for_its_column_is_refused_not_cut_short(
                 assert "STRICT_ALL_TABLES" in await conn.scalar(text("SELECT @@SESSION.sql_mode"))
     finally:
         await engine.dispose()
+
+
+async def test_a_message_and_its_audit_event_are_written_together(api: Api) -> None:
+    """The challenge step's one write (delivery/outbox.py ``submit_with_events``): a single
+    statement on PostgreSQL, a transaction elsewhere. The sealed message comes back whole
+    (bytes through PostgreSQL's JSON), the event beside it, stamped with the row's time."""
+    user = await api.sign_up()
+    outbox = api.svc.outbox
+    assert isinstance(outbox, DatabaseOutbox)
+    message = Message("sms", "+14155550100", "Your code", "Your code is 123456")
+    event = AuditEvent("mfa.challenge_sent", subject_id=user["id"], details={"channel": "sms"})
+
+    row_id = await outbox.submit_with_events(
+        message, [event], user_id=user["id"], binding="attempt:a:f"
+    )
+
+    async with api.svc.engine.connect() as conn:
+        row = (
+            await conn.execute(select(delivery_outbox).where(delivery_outbox.c.id == row_id))
+        ).one()
+        [stored] = await list_events(conn, user_id=user["id"], type_="mfa.challenge_sent")
+    assert (row.status, row.attempts, row.channel, row.user_id) == ("queued", 0, "sms", user["id"])
+    assert unseal(api.svc.secretbox, row_id, "sms", bytes(row.sealed)) == message
+    assert stored["details"] == {"channel": "sms"}
+    assert stored["at"] == row.created_at == row.next_try_at
+
+
+async def test_a_message_whose_audit_event_fails_is_not_written(api: Api) -> None:
+    """All or nothing: an event the table refuses (no outcome) leaves no message behind."""
+    user = await api.sign_up()
+    outbox = api.svc.outbox
+    assert isinstance(outbox, DatabaseOutbox)
+    message = Message("sms", "+14155550100", "Your code", "Your code is 123456")
+    refused = AuditEvent("mfa.challenge_sent", outcome=None, subject_id=user["id"])  # type: ignore[arg-type]
+
+    # PostgreSQL's statement runs on asyncpg itself (store/one_statement.py): its own error.
+    with pytest.raises((DBAPIError, asyncpg.PostgresError)):
+        await outbox.submit_with_events(message, [refused], user_id=user["id"])
+
+    async with api.svc.engine.connect() as conn:
+        rows = await conn.scalar(
+            select(func.count())
+            .select_from(delivery_outbox)
+            .where(delivery_outbox.c.user_id == user["id"])
+        )
+        events = await list_events(conn, user_id=user["id"], type_="mfa.challenge_sent")
+    assert (rows, events) == (0, [])
+
+
+async def test_a_factor_is_read_with_its_account_in_one_statement(api: Api) -> None:
+    """The challenge step's one read (store/factors.py ``get_with_account``)."""
+    user = await mfa_user(api)
+    other = await mfa_user(api)
+    async with api.svc.engine.begin() as conn:
+        await user_repo.set_locked(conn, other.id, api.clock.now(), api.clock.now())
+
+    async with api.svc.reader.connect() as conn:
+        found = await factor_repo.get_with_account(conn, user.factor_id, user.id)
+        not_theirs = await factor_repo.get_with_account(conn, other.factor_id, user.id)
+        locked = await factor_repo.get_with_account(conn, other.factor_id, other.id)
+        nobody = await factor_repo.get_with_account(conn, user.factor_id, str(uuid.uuid4()))
+
+    assert found is not None and not found.account_locked
+    assert found.factor is not None and found.factor.id == user.factor_id
+    assert (found.factor.type, found.factor.status, found.factor.user_id) == (
+        "totp",
+        "active",
+        user.id,
+    )
+    assert not_theirs is not None and not_theirs.factor is None
+    assert locked is not None and locked.account_locked and locked.factor is not None
+    assert nobody is None

@@ -9,10 +9,13 @@ provider chain, which tries the configured providers in order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cloudmfa.store.audit import AuditEvent
 
 Channel = Literal["sms", "email"]
 
@@ -42,6 +45,19 @@ class Outbox(Protocol):
         """Take a message for delivery as part of the caller's transaction; its id.
         ``user_id`` is the subject of its audit events; ``binding`` what a definitive failure
         is reported to (delivery/outbox.py ``binding_for_attempt``, ``binding_for_enrolment``)."""
+        ...
+
+    async def submit_with_events(
+        self,
+        message: Message,
+        events: Sequence[AuditEvent],
+        *,
+        user_id: str | None = None,
+        binding: str | None = None,
+    ) -> str:
+        """``submit`` in a write of its own together with the audit ``events`` that record
+        the message, all or nothing (one statement where the database allows): for a flow
+        that writes nothing else. Its id; ``dispatch`` it after."""
         ...
 
     async def dispatch(self, *ids: str) -> None:

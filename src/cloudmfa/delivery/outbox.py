@@ -3,7 +3,10 @@ after it commits.
 
 ``DatabaseOutbox.submit`` seals the message (its text holds a code) and inserts it with the
 caller's connection: if the transaction rolls back, there is nothing to send; if it commits,
-the row is there even if the process dies a moment later. After the commit the flow calls
+the row is there even if the process dies a moment later. A flow whose only other write is
+the message's audit events (the challenge step) hands them over with it instead
+(``submit_with_events``): one atomic write of their own, a single statement on PostgreSQL
+(store/one_statement.py). After the commit the flow calls
 ``dispatch`` with the row ids, which hands them to the configured dispatcher (an asyncio task
 in this process, or a job on the Redis queue for `cloudmfa worker`); a sweeper hands over
 whatever stayed queued (a crash between commit and hand-over, a retry that is due, a claim
@@ -20,7 +23,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,8 +43,10 @@ from cloudmfa.delivery.base import (
 from cloudmfa.delivery.providers import Providers
 from cloudmfa.security.secretbox import SecretBox
 from cloudmfa.store import outbox as outbox_repo
-from cloudmfa.store.audit import AuditEvent, record
+from cloudmfa.store.audit import AuditEvent, event_row, record
 from cloudmfa.store.db import read_only
+from cloudmfa.store.models import audit_events, delivery_outbox
+from cloudmfa.store.one_statement import insert_rows
 
 log = logging.getLogger("cloudmfa.delivery")
 
@@ -78,6 +83,7 @@ class Dispatcher(Protocol):
 
 class DatabaseOutbox:
     def __init__(self, engine: AsyncEngine, secretbox: SecretBox, clock: Clock) -> None:
+        self._engine = engine
         self._reader = read_only(engine)
         self._box = secretbox
         self._clock = clock
@@ -93,17 +99,41 @@ class DatabaseOutbox:
         user_id: str | None = None,
         binding: str | None = None,
     ) -> str:
+        row = self._new_row(message, self._clock.now(), user_id=user_id, binding=binding)
+        await outbox_repo.insert_row(conn, row)
+        return row.id
+
+    async def submit_with_events(
+        self,
+        message: Message,
+        events: Sequence[AuditEvent],
+        *,
+        user_id: str | None = None,
+        binding: str | None = None,
+    ) -> str:
+        now = self._clock.now()
+        row = self._new_row(message, now, user_id=user_id, binding=binding)
+        await insert_rows(
+            self._engine,
+            [
+                (delivery_outbox, [outbox_repo.new_row_values(row)]),
+                (audit_events, [{**event_row(event), "at": now} for event in events]),
+            ],
+        )
+        return row.id
+
+    def _new_row(
+        self, message: Message, now: datetime, *, user_id: str | None, binding: str | None
+    ) -> outbox_repo.NewRow:
         row_id = str(uuid.uuid4())
-        row = outbox_repo.NewRow(
+        return outbox_repo.NewRow(
             id=row_id,
             channel=message.channel,
             sealed=seal(self._box, row_id, message),
-            created_at=self._clock.now(),
+            created_at=now,
             user_id=user_id,
             binding=_digest(binding) if binding is not None else None,
         )
-        await outbox_repo.insert_row(conn, row)
-        return row_id
 
     async def dispatch(self, *ids: str) -> None:
         """After the commit: hand the rows to delivery. A failure here loses nothing (the

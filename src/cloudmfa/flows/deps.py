@@ -52,11 +52,8 @@ class AuditedLimits(Database, Ephemeral, Protocol):
 
 
 class SendLimits(AuditedLimits, Configured, Protocol):
-    """Limits on messages by destination, country and in all (flows/send_limits.py)."""
-
-
-class Cooldowns(Configured, Ephemeral, Protocol):
-    """One message per factor per cooldown (flows/second_factor.py ``start_cooldown``)."""
+    """Limits on messages: the resend cooldown, by destination, country and in all
+    (flows/send_limits.py)."""
 
 
 class Sessions(Database, Configured, Ephemeral, Protocol):

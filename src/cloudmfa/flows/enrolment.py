@@ -39,7 +39,7 @@ from cloudmfa.flows.principal import (
     require_recent_authentication,
     require_recent_sign_in,
 )
-from cloudmfa.flows.second_factor import UNDELIVERED, start_cooldown
+from cloudmfa.flows.second_factor import UNDELIVERED
 from cloudmfa.store import claims
 from cloudmfa.store import devices as device_repo
 from cloudmfa.store import factors as factor_repo
@@ -110,8 +110,10 @@ async def enrol(
         last_used_at=None,
     )
     if enrolment.send is not None:
-        await start_cooldown(svc, factor_id)  # API.md: this send starts the resend cooldown
-        await send_limits.take_send(svc, info, enrolment.send.message, user_id=user.id)
+        # API.md: this send starts the resend cooldown
+        await send_limits.take_send(
+            svc, info, enrolment.send.message, user_id=user.id, cooldown_for=factor_id
+        )
     if enrolment.keep is not None:  # before anything is sent: a code must be checkable
         await svc.ephemeral.set(_kept_key(factor_id), json.dumps(enrolment.keep), ENROLMENT_KEPT_S)
     events = [

@@ -9,8 +9,10 @@ proved (``Verified``); this flow delivers, writes and answers.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from cloudmfa import metrics
 from cloudmfa.delivery.outbox import binding_for_attempt
@@ -36,7 +38,7 @@ from cloudmfa.factors.registry import SecondStepOffer
 from cloudmfa.flows import send_limits, throttling
 from cloudmfa.flows.audit_log import record_separately
 from cloudmfa.flows.context import RequestInfo
-from cloudmfa.flows.deps import Cooldowns, SecondFactors
+from cloudmfa.flows.deps import SecondFactors
 from cloudmfa.flows.sessions import TokenSet, new_session, revoke_sessions, token_set
 from cloudmfa.security.secretbox import SecretKeyError
 from cloudmfa.security.tokens import new_opaque_token
@@ -93,20 +95,19 @@ async def challenge(
         return NothingToSend()  # the user holds the codes
     kind = svc.factor_types.get(factor_type)
     async with svc.reader.connect() as conn:
-        user = await user_repo.get_by_id(conn, attempt.user_id)
-        factor = await factor_repo.get_factor(conn, factor_id, attempt.user_id)
-    if user is None or user.locked_at is not None:
+        found = await factor_repo.get_with_account(conn, factor_id, attempt.user_id)
+    if found is None or found.account_locked:
         raise AccountLocked(LOCKED)  # sends nothing to a locked account
+    factor = found.factor
     if kind is None or factor is None or factor.status != "active":
         raise InvalidCode(GONE)
     result = await kind.challenge(factor, attempt.as_seen_by_factor())
     if isinstance(result.outcome, SendMessage):
-        await _within_send_limits(svc, info, attempt, factor, result.outcome)
-    # Kept before anything is sent: a code reaches the user only once it can be checked.
-    if result.keep is not None:
-        await svc.attempts.keep(attempt.id, factor_id, result.keep)
-    if isinstance(result.outcome, SendMessage):
+        # Kept before anything is sent: a code reaches the user only once it can be checked.
+        await _within_send_limits(svc, info, attempt, factor, result.outcome, result.keep)
         await _send(svc, info, attempt, factor, result.outcome)
+    elif result.keep is not None:
+        await svc.attempts.keep(attempt.id, factor_id, result.keep)
     return result.outcome
 
 
@@ -116,18 +117,25 @@ async def _within_send_limits(
     attempt: AttemptRecord,
     factor: StoredFactor,
     send: SendMessage,
+    keep: Mapping[str, Any] | None,
 ) -> None:
-    """API.md "Throttling": one message per factor per cooldown, a few per attempt, and the
-    limits by destination and the SMS budgets (flows/send_limits.py). A request refused by the
-    cooldown does not use up the attempt's sends."""
-    await start_cooldown(svc, factor.id)
-    if await svc.attempts.count_send(attempt.id) > svc.settings.mfa_max_sends:
+    """API.md "Throttling": one message per factor per cooldown, the limits by destination and
+    the SMS budgets (flows/send_limits.py), then a few per attempt, where what the challenge
+    keeps (the new code) replaces the last only when it will be sent. Two steps of the shared
+    store, for their keys live in different Redis Cluster slots. A request refused by the
+    cooldown or a limit uses up none of the attempt's sends; one refused by the attempt's count
+    gives back the units it took, and the user's last code stays the one that counts."""
+    taken = await send_limits.take_send(
+        svc, info, send.message, user_id=attempt.user_id, cooldown_for=factor.id
+    )
+    max_sends = svc.settings.mfa_max_sends
+    if not await svc.attempts.count_send(attempt.id, factor.id, keep, max_sends=max_sends):
+        await send_limits.give_back(svc, taken)
         raise RateLimited(
             "No more codes can be sent for this sign-in; start again with the password.",
             retry_after=svc.attempts.ttl_s,
             kind="attempt_sends",
         )
-    await send_limits.take_send(svc, info, send.message, user_id=attempt.user_id)
 
 
 async def _send(
@@ -137,39 +145,22 @@ async def _send(
     factor: StoredFactor,
     send: SendMessage,
 ) -> None:
-    """Hand a factor's message to delivery, in the transaction that records it. Asking for a
-    code never resets the account's failure count."""
-    binding = binding_for_attempt(attempt.id, factor.id)
-    async with svc.engine.begin() as conn:
-        message_id = await svc.outbox.submit(
-            conn, send.message, user_id=attempt.user_id, binding=binding
-        )
-        await record(
-            conn,
-            svc.clock.now(),
-            info.event(
-                "mfa.challenge_sent",
-                subject_id=attempt.user_id,
-                factor_id=factor.id,
-                factor_type=factor.type,
-                channel=send.message.channel,
-            ),
-        )
+    """Hand a factor's message to delivery, written with the event that records it (all or
+    nothing). Asking for a code never resets the account's failure count."""
+    event = info.event(
+        "mfa.challenge_sent",
+        subject_id=attempt.user_id,
+        factor_id=factor.id,
+        factor_type=factor.type,
+        channel=send.message.channel,
+    )
+    message_id = await svc.outbox.submit_with_events(
+        send.message,
+        [event],
+        user_id=attempt.user_id,
+        binding=binding_for_attempt(attempt.id, factor.id),
+    )
     await svc.outbox.dispatch(message_id)
-
-
-async def start_cooldown(svc: Cooldowns, factor_id: str) -> None:
-    """One message per factor per cooldown (enrolment's send starts it too)."""
-    cooldown = svc.settings.otp_resend_cooldown_s
-    if cooldown <= 0:
-        return
-    key = f"send_cooldown:{factor_id}"
-    if not await svc.ephemeral.set_if_absent(key, "1", cooldown):
-        raise RateLimited(
-            "A code was sent a moment ago; wait before asking for another.",
-            retry_after=await svc.ephemeral.ttl(key) or cooldown,
-            kind="resend_cooldown",
-        )
 
 
 # --- verify ----------------------------------------------------------------------------------

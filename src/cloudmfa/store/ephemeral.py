@@ -8,6 +8,7 @@ in both (INCR and its expiry in one server-side step), never read-modify-write.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +34,23 @@ class Reservation:
 
 
 @dataclass(frozen=True, slots=True)
+class Cooldown:
+    """A step allowed once per ``ttl_s`` (one message per factor per cooldown): a key set for
+    that long, which refuses the step while it lives."""
+
+    key: str
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """What refused ``take_all``, and the seconds until its window ends."""
+
+    refused_by: Cooldown | Reservation
+    retry_after: int
+
+
+@dataclass(frozen=True, slots=True)
 class Use:
     """What ``begin_use`` found and took."""
 
@@ -47,8 +65,27 @@ class EphemeralStore(Protocol):
         """Add one to a counter and return it; the first increment starts its ``ttl_s`` life."""
         ...
 
-    async def decr_if_exists(self, key: str) -> None:
-        """Take one off a live counter (never creating one, never touching its expiry)."""
+    async def decr_if_exists(self, *keys: str) -> None:
+        """Take one off each live counter (never creating one, never touching its expiry), in
+        one step (the keys share a hash tag)."""
+        ...
+
+    async def take_all(
+        self, reservations: Sequence[Reservation], *, cooldown: Cooldown | None = None
+    ) -> Refusal | None:
+        """In one step: start ``cooldown`` (refused while it runs), then take one unit of each
+        reservation, all or none: one whose count is at its limit refuses, and the units
+        taken before it are given back. None when everything was taken; else what refused.
+        A refusing reservation leaves the cooldown started, as separate steps in that order
+        would. All the keys share a hash tag."""
+        ...
+
+    async def count_then_set(
+        self, counter: str, *, limit: int, key: str, value: str, ttl_s: int
+    ) -> int:
+        """Add one to ``counter`` (as ``incr`` with ``ttl_s``) and, unless the count is then
+        past ``limit``, set ``key`` to ``value`` for ``ttl_s``; in one step (the two keys share
+        a hash tag). The count."""
         ...
 
     async def begin_use(
@@ -128,14 +165,50 @@ class MemoryStore:
 
     async def incr(self, key: str, ttl_s: int) -> int:
         async with self._lock:
-            current = self._live(key)
-            if current is None:
+            return self._incr_now(key, ttl_s)
+
+    def _incr_now(self, key: str, ttl_s: int) -> int:
+        """``incr`` for a caller that holds the lock."""
+        current = self._live(key)
+        if current is None:
+            self._sweep()
+            self._data[key] = ("1", self._now() + ttl_s)
+            return 1
+        value = int(current) + 1
+        self._data[key] = (str(value), self._data[key][1])
+        return value
+
+    def _decr_now(self, key: str) -> None:
+        current = self._live(key)
+        if current is not None:
+            self._data[key] = (str(int(current) - 1), self._data[key][1])
+
+    async def take_all(
+        self, reservations: Sequence[Reservation], *, cooldown: Cooldown | None = None
+    ) -> Refusal | None:
+        async with self._lock:  # nothing awaited inside: one step for the other tasks
+            if cooldown is not None:
+                if self._live(cooldown.key) is not None:
+                    return Refusal(cooldown, self._ttl_now(cooldown.key))
                 self._sweep()
-                self._data[key] = ("1", self._now() + ttl_s)
-                return 1
-            value = int(current) + 1
-            self._data[key] = (str(value), self._data[key][1])
-            return value
+                self._data[cooldown.key] = ("1", self._now() + cooldown.ttl_s)
+            for taken, reservation in enumerate(reservations):
+                if self._incr_now(reservation.key, reservation.ttl_s) > reservation.limit:
+                    retry_after = self._ttl_now(reservation.key)
+                    for given_back in reservations[: taken + 1]:
+                        self._decr_now(given_back.key)
+                    return Refusal(reservation, retry_after)
+            return None
+
+    async def count_then_set(
+        self, counter: str, *, limit: int, key: str, value: str, ttl_s: int
+    ) -> int:
+        async with self._lock:
+            count = self._incr_now(counter, ttl_s)
+            if count <= limit:
+                self._sweep()
+                self._data[key] = (value, self._now() + ttl_s)
+            return count
 
     async def begin_use(
         self,
@@ -170,16 +243,18 @@ class MemoryStore:
         await self.set(key, value, ttl_s)
         await self.decr_if_exists(counter)
 
-    async def decr_if_exists(self, key: str) -> None:
+    async def decr_if_exists(self, *keys: str) -> None:
         async with self._lock:
-            current = self._live(key)
-            if current is not None:
-                self._data[key] = (str(int(current) - 1), self._data[key][1])
+            for key in keys:
+                self._decr_now(key)
 
-    async def ttl(self, key: str) -> int:
+    def _ttl_now(self, key: str) -> int:
         if self._live(key) is None:
             return 0
         return max(1, int(self._data[key][1] - self._now() + 0.999))
+
+    async def ttl(self, key: str) -> int:
+        return self._ttl_now(key)
 
     async def set(self, key: str, value: str, ttl_s: int) -> None:
         self._sweep()
@@ -248,8 +323,42 @@ return true
 """
 
 _DECR_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
-return false
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then redis.call('DECR', key) end
+end
+return true
+"""
+
+# KEYS: [the cooldown,] the counts; ARGV: the cooldown's seconds (0: no cooldown, and KEYS
+# holds none), then each count's window and limit. Returns {0, 0} when everything was taken,
+# else the refusing key's place in KEYS and its TTL.
+_TAKE_ALL = """
+local first = 1
+if tonumber(ARGV[1]) > 0 then
+  if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+    return {1, redis.call('TTL', KEYS[1])}
+  end
+  first = 2
+end
+for i = first, #KEYS do
+  local at = 2 * (i - first) + 2
+  local count = redis.call('INCR', KEYS[i])
+  if count == 1 then redis.call('EXPIRE', KEYS[i], ARGV[at]) end
+  if count > tonumber(ARGV[at + 1]) then
+    local retry_after = redis.call('TTL', KEYS[i])
+    for j = first, i do redis.call('DECR', KEYS[j]) end
+    return {i, retry_after}
+  end
+end
+return {0, 0}
+"""
+
+# KEYS: the count, the key to set; ARGV: the seconds both live, the count's limit, the value.
+_COUNT_THEN_SET = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+if count <= tonumber(ARGV[2]) then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[1]) end
+return count
 """
 
 
@@ -321,6 +430,8 @@ class RedisStore:
         self._begin_use = self._redis.register_script(_BEGIN_USE)
         self._decr_if_exists = self._redis.register_script(_DECR_IF_EXISTS)
         self._set_and_release = self._redis.register_script(_SET_AND_RELEASE)
+        self._take_all = self._redis.register_script(_TAKE_ALL)
+        self._count_then_set = self._redis.register_script(_COUNT_THEN_SET)
 
     @property
     def redis(self) -> RedisClient:
@@ -334,9 +445,36 @@ class RedisStore:
         with reporting_unavailable:
             return int(await self._incr([self._k(key)], [ttl_s]))
 
-    async def decr_if_exists(self, key: str) -> None:
+    async def decr_if_exists(self, *keys: str) -> None:
+        if keys:
+            with reporting_unavailable:
+                await self._decr_if_exists([self._k(key) for key in keys])
+
+    async def take_all(
+        self, reservations: Sequence[Reservation], *, cooldown: Cooldown | None = None
+    ) -> Refusal | None:
+        keys = [self._k(r.key) for r in reservations]
+        args: list[int] = [cooldown.ttl_s if cooldown is not None else 0]
+        for reservation in reservations:
+            args += [reservation.ttl_s, reservation.limit]
+        steps: list[Cooldown | Reservation] = list(reservations)
+        if cooldown is not None:
+            keys.insert(0, self._k(cooldown.key))
+            steps.insert(0, cooldown)
         with reporting_unavailable:
-            await self._decr_if_exists([self._k(key)])
+            refused_at, retry_after = await self._take_all(keys, args)
+        if not refused_at:
+            return None
+        return Refusal(steps[int(refused_at) - 1], max(0, int(retry_after)))
+
+    async def count_then_set(
+        self, counter: str, *, limit: int, key: str, value: str, ttl_s: int
+    ) -> int:
+        with reporting_unavailable:
+            count = await self._count_then_set(
+                [self._k(counter), self._k(key)], [ttl_s, limit, value]
+            )
+        return int(count)
 
     async def begin_use(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,12 +13,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.factors.base import StoredFactor
 from cloudmfa.store.db import update_returning
-from cloudmfa.store.models import factors
+from cloudmfa.store.models import factors, users
 
 # The statements of the login path are built once: building a statement per call (where
 # clauses, values) costs more CPU than executing it.
 _GET_FACTOR = select(factors).where(
     factors.c.id == bindparam("b_id"), factors.c.user_id == bindparam("b_user_id")
+)
+# The challenge step's one read: the account (is it there, is it locked) and its factor, which
+# the LEFT JOIN leaves NULL when the account has no factor of that id.
+_WITH_ACCOUNT = (
+    select(factors, users.c.locked_at.label("account_locked_at"))
+    .select_from(
+        users.outerjoin(
+            factors,
+            and_(factors.c.id == bindparam("b_id"), factors.c.user_id == users.c.id),
+        )
+    )
+    .where(users.c.id == bindparam("b_user_id"))
 )
 _BY_LOOKUP_KEY = select(factors).where(
     factors.c.type == bindparam("b_type"), factors.c.lookup_key == bindparam("b_lookup_key")
@@ -80,6 +93,26 @@ async def insert_factor(conn: AsyncConnection, factor: StoredFactor) -> None:
 async def get_factor(conn: AsyncConnection, factor_id: str, user_id: str) -> StoredFactor | None:
     row = (await conn.execute(_GET_FACTOR, {"b_id": factor_id, "b_user_id": user_id})).first()
     return factor_from_row(row._mapping) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class FactorOfAccount:
+    account_locked: bool
+    factor: StoredFactor | None  # None: the account has no factor of that id
+
+
+async def get_with_account(
+    conn: AsyncConnection, factor_id: str, user_id: str
+) -> FactorOfAccount | None:
+    """The user's factor and whether the account is locked, in one statement; None when the
+    account does not exist."""
+    params = {"b_id": factor_id, "b_user_id": user_id}
+    row = (await conn.execute(_WITH_ACCOUNT, params)).first()
+    if row is None:
+        return None
+    values = row._mapping
+    factor = factor_from_row(values) if values["id"] is not None else None
+    return FactorOfAccount(values["account_locked_at"] is not None, factor)
 
 
 async def get_by_lookup_key(

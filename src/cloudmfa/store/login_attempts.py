@@ -165,9 +165,28 @@ class LoginAttempts:
             refused = self._throttle.refused(use.retry_after)
         return HeldAttempt(_record(attempt_id, use.value), use.uses, refused)
 
-    async def count_send(self, attempt_id: str) -> int:
-        """One more message sent for this attempt; returns how many so far."""
-        return await self._store.incr(_sends_key(attempt_id), self.ttl_s)
+    async def count_send(
+        self,
+        attempt_id: str,
+        factor_id: str,
+        kept: Mapping[str, Any] | None,
+        *,
+        max_sends: int,
+    ) -> bool:
+        """One more message for this attempt, and in the same step what the factor's challenge
+        asked to keep (``kept``); False, and nothing kept, when that is more than
+        ``max_sends``: the code the user already has stays the one that counts."""
+        sends = _sends_key(attempt_id)
+        if kept is None:
+            return await self._store.incr(sends, self.ttl_s) <= max_sends
+        count = await self._store.count_then_set(
+            sends,
+            limit=max_sends,
+            key=_kept_key(attempt_id, factor_id),
+            value=json.dumps(kept),
+            ttl_s=self.ttl_s,
+        )
+        return count <= max_sends
 
     async def keep(self, attempt_id: str, factor_id: str, kept: Mapping[str, Any]) -> None:
         """What a factor's challenge asked to keep; a new challenge replaces the old one."""

@@ -43,20 +43,23 @@ class Claimed:
     binding: str | None
 
 
+def new_row_values(row: NewRow) -> dict[str, object]:
+    """The columns of a new row: queued, due at once."""
+    return {
+        "id": row.id,
+        "channel": row.channel,
+        "sealed": row.sealed,
+        "status": QUEUED,
+        "attempts": 0,
+        "next_try_at": row.created_at,
+        "created_at": row.created_at,
+        "user_id": row.user_id,
+        "binding": row.binding,
+    }
+
+
 async def insert_row(conn: AsyncConnection, row: NewRow) -> None:
-    await conn.execute(
-        insert(t).values(
-            id=row.id,
-            channel=row.channel,
-            sealed=row.sealed,
-            status=QUEUED,
-            attempts=0,
-            next_try_at=row.created_at,
-            created_at=row.created_at,
-            user_id=row.user_id,
-            binding=row.binding,
-        )
-    )
+    await conn.execute(insert(t).values(**new_row_values(row)))
 
 
 def _claimable(now: datetime):  # type: ignore[no-untyped-def]

@@ -5,13 +5,10 @@ refresh token, a remembered device when asked for, and the audit events: all of 
 When the claim matches no row (a parallel request spent the same proof first, or the account
 was locked meanwhile) nothing is written.
 
-The rows are built once (``Completion.rows``) and written one of two ways, both SQLAlchemy Core
-built from the table definitions in store/models.py:
+The rows are built once (``Completion.rows``) and written one of two ways (store/one_statement.py
+says why):
 - PostgreSQL: one statement, data-modifying CTEs each conditional on the claim, sent without a
   transaction around it: one round trip where BEGIN, five statements and COMMIT take seven.
-  SQLAlchemy builds and compiles it once per shape; asyncpg runs it on a connection from
-  SQLAlchemy's pool. Run through SQLAlchemy's execution layer it cost the service about 0.7 ms
-  of CPU more per sign-in than asyncpg alone (bench/README.md), a large share of the step.
 - any other database (SQLite, MariaDB/MySQL): the claim, then the inserts, in one transaction;
   the claim counts as spent when its conditional UPDATE matched a row (store/claims.py).
 """
@@ -19,26 +16,12 @@ built from the table definitions in store/models.py:
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Insert,
-    Select,
-    Table,
-    Text,
-    bindparam,
-    cast,
-    exists,
-    func,
-    insert,
-    literal_column,
-    select,
-)
+from sqlalchemy import Select, exists, func, insert, literal_column, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -46,6 +29,13 @@ from cloudmfa.store import claims
 from cloudmfa.store.audit import AuditEvent, event_row
 from cloudmfa.store.claims import Claim
 from cloudmfa.store.models import audit_events, refresh_tokens, remembered_devices, sessions
+from cloudmfa.store.one_statement import (
+    Rows,
+    fetchval,
+    insert_if,
+    json_values,
+    one_statement_possible,
+)
 from cloudmfa.store.sessions import Session, session_row
 
 
@@ -94,8 +84,7 @@ class Completion:
 class SignInStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        dialect = engine.dialect
-        self._one_statement = dialect.name == "postgresql" and dialect.driver == "asyncpg"
+        self._one_statement = one_statement_possible(engine)
 
     async def complete(self, completion: Completion) -> bool:
         """Write the whole completion atomically; False, and nothing written, when the claim
@@ -107,15 +96,8 @@ class SignInStore:
         if self._one_statement:
             tables = tuple(table.name for table, _ in rows)
             sql, order = _compiled(type(completion.claim), tables, self._engine.dialect)
-            values = {**claim_values, **_values(rows)}
-            pooled = await self._engine.raw_connection()
-            try:  # asyncpg runs each statement as its own transaction, as wanted
-                asyncpg_connection = pooled.driver_connection
-                assert asyncpg_connection is not None
-                written = await asyncpg_connection.fetchval(sql, *(values[n] for n in order))
-            finally:
-                pooled.close()  # back to the pool
-            return bool(written)
+            values = {**claim_values, **json_values(rows)}
+            return bool(await fetchval(self._engine, sql, [values[n] for n in order]))
         async with self._engine.begin() as conn:
             spent = await conn.execute(claims.runnable(type(completion.claim)), claim_values)
             if spent.rowcount == 0:
@@ -125,25 +107,8 @@ class SignInStore:
         return True
 
 
-Rows = list[tuple[Table, list[dict[str, Any]]]]
-
 _TABLES = {t.name: t for t in (sessions, refresh_tokens, remembered_devices, audit_events)}
 _INSERTS = {name: insert(table) for name, table in _TABLES.items()}
-
-
-def _values(rows: Rows) -> dict[str, str]:
-    """One JSON array per table: a handful of bind parameters instead of one per column, which
-    is most of what running the statement costs the service (bench/README.md)."""
-    return {
-        f"{table.name}_rows": json.dumps(table_rows, default=_json_value)
-        for table, table_rows in rows
-    }
-
-
-def _json_value(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()  # with its offset: PostgreSQL reads it as timestamptz
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 @functools.cache
@@ -154,7 +119,7 @@ def _one_statement(claim_type: type[Claim], tables: tuple[str, ...]) -> Select[A
     remembered device or not), then run with bound values."""
     claim = claims.runnable(claim_type).returning(literal_column("1").label("spent")).cte("claim")
     spent = exists(select(claim))
-    inserted = [_insert_if(_TABLES[name], spent).cte(f"new_{name}") for name in tables]
+    inserted = [insert_if(_TABLES[name], spent).cte(f"new_{name}") for name in tables]
     # Every data-modifying CTE runs whether or not the query reads it.
     return select(func.count()).select_from(inserted[0]).add_cte(*inserted[1:])
 
@@ -168,13 +133,3 @@ def _compiled(
     asyncpg encodes by the types the text casts them to."""
     compiled = _one_statement(claim_type, tables).compile(dialect=dialect)
     return compiled.string, tuple(compiled.positiontup or ())
-
-
-def _insert_if(table: Table, condition: Any) -> Insert:
-    """INSERT the rows of a JSON array, typed by the table's own row type, if ``condition``."""
-    rows = cast(bindparam(f"{table.name}_rows", type_=Text), JSON)
-    columns = [c.name for c in table.columns if not (c.primary_key and c.autoincrement is True)]
-    records = func.json_populate_recordset(literal_column(f"NULL::{table.name}"), rows)
-    source = records.table_valued(*columns)
-    selected = select(*(source.c[name] for name in columns)).where(condition)
-    return insert(table).from_select(columns, selected).returning(table.c[columns[0]])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,8 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
+from cloudmfa.delivery.base import Message
+from cloudmfa.flows.send_limits import cooldown_key, destination_key, sms_budget_key, sms_country
 from cloudmfa.security.throttle import account_key, account_tag
 from cloudmfa.store.ephemeral import (
     RedisStore,
@@ -148,6 +151,17 @@ def test_an_mfa_tokens_keys_share_one_cluster_slot() -> None:
     keys += [f"cloudmfa:{_sends_key(attempt_id)}", f"cloudmfa:{_kept_key(attempt_id, 'f1')}"]
     keys += [f"cloudmfa:{account_key('ada@example.com')}"]  # the account's failures too
     assert len({key_slot(key.encode()) for key in keys}) == 1
+
+
+def test_a_sends_limit_keys_share_one_cluster_slot() -> None:
+    """take_all's script starts a factor's cooldown and counts the destination and the SMS
+    budgets: on a Redis Cluster, the keys of any two messages and factors hash to one slot."""
+    text = Message("sms", "+14155550100", "Your code", "123456")
+    mail = Message("email", "ada@example.com", "Your code", "123456")
+    keys = [destination_key(text), destination_key(mail), sms_budget_key(sms_country(text.to))]
+    keys += [sms_budget_key("FR"), sms_budget_key("*")]
+    keys += [cooldown_key(str(uuid.uuid4())) for _ in range(2)]
+    assert len({key_slot(f"cloudmfa:{key}".encode()) for key in keys}) == 1
 
 
 async def _redis_py_with_its_connection_closed() -> None:
