@@ -135,10 +135,19 @@ async def mark_failed(conn: AsyncConnection, held: Claimed, *, now: datetime, re
     )
 
 
-async def due_ids(conn: AsyncConnection, *, now: datetime, limit: int) -> list[str]:
-    """Rows a sweeper should hand to delivery: queued and due, or with a lapsed lease."""
+async def due_ids(
+    conn: AsyncConnection, *, now: datetime, untried_before: datetime, limit: int
+) -> list[str]:
+    """Rows a sweeper should hand to delivery: a retry that is due, a claim whose lease ran
+    out, and a row never tried that was committed before ``untried_before`` (its hand-over was
+    lost; a younger one is still with the dispatcher it was handed to). A row never tried is
+    due from its commit on, so its ``next_try_at`` is its commit time."""
+    handed_over_long_ago = or_(t.c.attempts > 0, t.c.next_try_at <= untried_before)
     rows = await conn.execute(
-        select(t.c.id).where(_claimable(now)).order_by(t.c.next_try_at).limit(limit)
+        select(t.c.id)
+        .where(_claimable(now), handed_over_long_ago)
+        .order_by(t.c.next_try_at)
+        .limit(limit)
     )
     return [r[0] for r in rows]
 
