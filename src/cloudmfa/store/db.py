@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -78,9 +78,13 @@ def is_mysql(engine_or_conn: AsyncEngine | AsyncConnection) -> bool:
 
 
 async def update_returning(
-    conn: AsyncConnection, stmt: Update, *columns: ColumnElement[Any]
+    conn: AsyncConnection,
+    stmt: Update,
+    *columns: ColumnElement[Any],
+    params: Mapping[str, Any] | None = None,
 ) -> Sequence[Row[Any]]:
-    """``stmt`` with ``RETURNING columns``, in the caller's transaction, on every database.
+    """``stmt`` with ``RETURNING columns``, in the caller's transaction, on every database;
+    ``params`` are the values of its bind parameters.
 
     MariaDB and MySQL have no ``UPDATE … RETURNING``. There the matching rows are first read
     with ``SELECT … FOR UPDATE``, a locking read: it sees the newest committed version of each
@@ -88,15 +92,15 @@ async def update_returning(
     and then finds that it no longer matches, as it would with PostgreSQL's conditional UPDATE.
     Then exactly the rows read are updated. Two round trips instead of one."""
     if conn.dialect.update_returning:
-        return (await conn.execute(stmt.returning(*columns))).all()
+        return (await conn.execute(stmt.returning(*columns), params)).all()
     assert conn.in_transaction(), "a locking read outside a transaction locks nothing"
     table, where = stmt.table, stmt.whereclause
     assert where is not None, "an UPDATE of every row has nothing to emulate RETURNING for"
     (key,) = table.primary_key.columns  # type: ignore[attr-defined]
     wanted = [key, *(c for c in columns if c is not key)]
-    rows = (await conn.execute(select(*wanted).where(where).with_for_update())).all()
+    rows = (await conn.execute(select(*wanted).where(where).with_for_update(), params)).all()
     if rows:
-        await conn.execute(stmt.where(key.in_([row[0] for row in rows])))
+        await conn.execute(stmt.where(key.in_([row[0] for row in rows])), params)
     return rows
 
 
