@@ -711,7 +711,7 @@ async def _code_delivery_runs(
                 else None,
                 "load_average": [round(x, 2) for x in os.getloadavg()],
             }
-    # Once serve and the worker are gone: their pools (up to 90 connections) and one more may
+    # Once serve and the worker are gone: their pools (up to 80 connections) and one more may
     # pass PostgreSQL's default max_connections of 100.
     unsent = await outbox_not_sent(pg_url, since)
     for run in runs.values():

@@ -25,19 +25,23 @@ def read_only(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def pool_capacity(database_url: str, pool_size: int) -> int:
+def pool_capacity(database_url: str, pool_size: int, *, burst: bool = True) -> int:
     """Connections the engine's pool may open at most (for the metrics)."""
     if make_url(database_url).get_backend_name() == "sqlite":
         return SQLITE_POOL_SIZE + SQLITE_POOL_OVERFLOW
-    return pool_size + pool_size // 2
+    return pool_size + (pool_size // 2 if burst else 0)
 
 
 def create_engine(
     database_url: str,
     *,
     pool_size: int = 20,
+    burst: bool = True,
     sqlite_busy_timeout_ms: int = DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
 ) -> AsyncEngine:
+    """``burst``: borrow up to half as many connections again beyond ``pool_size`` when that
+    many are in use at once (each closed when given back); without it, a caller waits for a
+    connection of the pool."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(database_url, sqlite_busy_timeout_ms)
@@ -63,7 +67,7 @@ def create_engine(
         # concurrency churns connections (a TLS probe, authentication and re-preparing every
         # statement each time); the pool keeps pool_size and borrows only a little beyond.
         pool_size=pool_size,
-        max_overflow=pool_size // 2,
+        max_overflow=pool_size // 2 if burst else 0,
         pool_pre_ping=False,
         pool_recycle=1800,
         **extra,
