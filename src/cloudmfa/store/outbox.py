@@ -74,8 +74,8 @@ def _at(name: str) -> BindParameter[datetime]:
 
 # The statements run for every message (the claim and the record of its outcome) are built
 # once, with bind parameters (named apart from the columns, as SQLAlchemy asks of an UPDATE):
-# building one and computing its cache key on every call cost about two thirds as much CPU
-# again as running it (bench/README.md, "(g)").
+# building one and computing its cache key on every call made a claim cost half to two thirds
+# more CPU (`bench/micro.py delivery`; bench/README.md, "(g)").
 _CLAIMED = (t.c.id, t.c.channel, t.c.sealed, t.c.attempts, t.c.created_at, t.c.user_id, t.c.binding)
 _CLAIM = (
     update(t)
