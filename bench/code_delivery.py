@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from bench.loadgen import RATE_KEPT_SHARE
 from cloudmfa.config import Settings
 from cloudmfa.factors.base import StoredFactor
 from cloudmfa.services import Services
@@ -142,7 +143,11 @@ def _percentile(ordered: list[float], p: float) -> float | None:
 
 
 def verdicts(run: dict[str, Any]) -> str:
-    """The three targets of issue 13 part 7, met or not, for the table."""
+    """The targets of issue 13 part 7, met or not, for the table. They are set at a rate, so
+    the paced run answers all three: the request, delivery keeping to the offered rate (every
+    message arrived, at no less than RATE_KEPT_SHARE of it), request to arrival. The closed loop
+    runs at saturation, where the request waits for the 31 before it whatever the service does;
+    it answers only how fast delivery goes, while the load runs and draining what is left."""
 
     def check(value: float | None, target: float, at_most: bool) -> str:
         if value is None:
@@ -150,8 +155,20 @@ def verdicts(run: dict[str, Any]) -> str:
         ok = value <= target if at_most else value >= target
         return "met" if ok else "MISSED"
 
+    if run["load"] == "closed":
+        return (
+            f"msg/s under load {check(run['rate_during_load'], DELIVERY_RATE_TARGET, False)}, "
+            f"drain msg/s {check(run['drain_rate'], DELIVERY_RATE_TARGET, False)}"
+        )
+    offered = run["offered_rate"]
+    if offered < DELIVERY_RATE_TARGET:
+        delivery = f"n/a (offered below {DELIVERY_RATE_TARGET:g}/s)"
+    elif run["arrived"] < run["answered_202"]:
+        delivery = "MISSED (not every message arrived)"
+    else:
+        delivery = check(run["delivery_rate"], RATE_KEPT_SHARE * offered, False)
     return (
         f"request p99 {check(run['p99_ms'], REQUEST_P99_TARGET_MS, True)}, "
-        f"delivery rate {check(run['delivery_rate'], DELIVERY_RATE_TARGET, False)}, "
+        f"delivery at the offered rate {delivery}, "
         f"request→arrival p99 {check(run['arrival_p99_ms'], ARRIVAL_P99_TARGET_MS, True)}"
     )

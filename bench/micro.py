@@ -1,7 +1,8 @@
 """Micro-measurements behind choices in the verify path (bench/README.md), in CPU µs per call.
 
-    .venv/bin/python bench/micro.py            # everything
+    .venv/bin/python bench/micro.py            # everything but delivery
     .venv/bin/python bench/micro.py edge       # only the service's own edge (no PostgreSQL)
+    .venv/bin/python bench/micro.py delivery   # only the delivery worker's per-message steps
 
 Each variant runs interleaved with its rival, several times, and the best time counts: this
 VM's speed drifts, and the best of interleaved runs is what is least disturbed by it.
@@ -10,6 +11,7 @@ Needs PostgreSQL on 127.0.0.1:5432 (the pool checkout) like the rest of bench/.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -236,10 +238,132 @@ async def edge_layer() -> None:
         access.removeHandler(handler)
 
 
+# --- delivery: what the worker does for each message (bench/README.md, "(g)") ---------------
+
+SENDS_AT_ONCE = 32  # cloudmfa worker's default concurrency
+
+
+async def delivery() -> None:
+    """The claim's UPDATE … RETURNING built on every call (as it was) against built once with
+    bind parameters (store/outbox.py), on PostgreSQL; and the webhook's POST through httpx (as
+    it was) against aiohttp (delivery/webhook.py), 32 at once against bench/sms_receiver.py in
+    a process of its own (only this process's CPU counts)."""
+    import json
+    import secrets
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    import httpx
+    from sqlalchemy import update
+
+    from bench.run import SmsReceiver, create_pg_database, drop_pg_database
+    from cloudmfa.delivery.base import Message
+    from cloudmfa.delivery.webhook import WebhookProvider
+    from cloudmfa.store import outbox as outbox_repo
+    from cloudmfa.store.db import create_engine, read_only
+    from cloudmfa.store.models import delivery_outbox as t
+    from cloudmfa.store.models import metadata
+
+    name, url = await create_pg_database()
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            row_id, now = str(uuid.uuid4()), datetime.now(UTC)
+            await outbox_repo.insert_row(
+                conn, outbox_repo.NewRow(row_id, "sms", b"x" * 200, now, None, None)
+            )
+        single = read_only(engine)
+        # A lease already over: the same row can be claimed again and again.
+        lapsed = {"now": now, "lease_until": now - timedelta(seconds=1)}
+
+        async def built_each_time() -> None:
+            stmt = (
+                update(t)
+                .where(
+                    t.c.id == row_id,
+                    t.c.status.in_(("queued", "sending")),
+                    t.c.next_try_at <= lapsed["now"],
+                )
+                .values(
+                    status="sending", next_try_at=lapsed["lease_until"], attempts=t.c.attempts + 1
+                )
+                .returning(
+                    t.c.id,
+                    t.c.channel,
+                    t.c.sealed,
+                    t.c.attempts,
+                    t.c.created_at,
+                    t.c.user_id,
+                    t.c.binding,
+                )
+            )
+            async with single.connect() as conn:
+                assert (await conn.execute(stmt)).all()
+
+        async def built_once() -> None:
+            async with single.connect() as conn:
+                assert await outbox_repo.claim(conn, row_id, **lapsed)
+
+        report(
+            "The claim of an outbox row (UPDATE … RETURNING, autocommit, PostgreSQL)",
+            await best_of(
+                {
+                    "built on every call": built_each_time,
+                    "built once (store/outbox.py)": built_once,
+                },
+                2000,
+            ),
+        )
+    finally:
+        await engine.dispose()
+        await drop_pg_database(name)
+
+    secret = secrets.token_urlsafe(16)
+    with SmsReceiver(secret) as receiver:
+        endpoint = f"{receiver.url}/sms"
+        message = Message("sms", "+14155550100", "code", "123456 is your code")
+        provider = WebhookProvider(url=endpoint, secret=secret)
+        client = httpx.AsyncClient(
+            timeout=10, limits=httpx.Limits(max_connections=64, max_keepalive_connections=16)
+        )
+        body = json.dumps({"to": message.to, "body": message.text}).encode()
+
+        async def through_httpx() -> None:
+            async def one() -> None:
+                headers = provider._headers(body, "key")
+                (await client.post(endpoint, content=body, headers=headers)).raise_for_status()
+
+            await asyncio.gather(*(one() for _ in range(SENDS_AT_ONCE)))
+
+        async def through_aiohttp() -> None:
+            sends = (provider.send(message, idempotency_key="key") for _ in range(SENDS_AT_ONCE))
+            await asyncio.gather(*sends)
+
+        try:
+            per_batch = await best_of(
+                {
+                    "httpx (as before)": through_httpx,
+                    "aiohttp (delivery/webhook.py)": through_aiohttp,
+                },
+                60,
+            )
+        finally:
+            await client.aclose()
+            await provider.aclose()
+        report(
+            f"A signed webhook POST, {SENDS_AT_ONCE} at once, per POST",
+            {name: us / SENDS_AT_ONCE for name, us in per_batch.items()},
+        )
+
+
 # --- the rest --------------------------------------------------------------------------------
 
 
 async def main() -> None:
+    if sys.argv[1:] == ["delivery"]:
+        await delivery()
+        return
     await edge_layer()
     await edge()
     if sys.argv[1:] == ["edge"]:

@@ -42,7 +42,16 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import code_delivery, floor_app, passkeys  # noqa: E402
-from bench.loadgen import LoadResult, Send, run_load, run_scenario  # noqa: E402
+from bench.loadgen import (  # noqa: E402
+    LoadResult,
+    PacedResult,
+    Schedule,
+    Send,
+    percentile,
+    run_load,
+    run_paced,
+    run_scenario,
+)
 from cloudmfa.config import Settings  # noqa: E402
 from cloudmfa.factors.base import StoredFactor  # noqa: E402
 from cloudmfa.flows import second_factor  # noqa: E402
@@ -608,82 +617,115 @@ async def measure_code_delivery(
     pg_url: str, workdir: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     """(g) in worker mode (serve --workers 2 queues on Redis, one `cloudmfa worker` sends), then
-    in-process mode (each serve worker sends what it committed), each on its own users."""
+    in-process mode (each serve worker sends what it committed), each on its own users: in each,
+    first the rate the issue names (paced, open loop), then saturation (closed loop)."""
     out: dict[str, Any] = {}
     secret = secrets.token_urlsafe(32)
     with SmsReceiver(secret) as receiver:
         for mode in ("worker", "in-process"):
-            key = "g_sms_challenge_" + mode.replace("-", "_")
-            out[key] = await _code_delivery_run(pg_url, workdir, args, receiver, secret, mode)
+            runs = await _code_delivery_runs(pg_url, workdir, args, receiver, secret, mode)
+            for load, run in runs.items():
+                out[f"g_sms_{load}_{mode.replace('-', '_')}"] = run
     return out
 
 
-async def _code_delivery_run(
+async def _code_delivery_runs(
     pg_url: str,
     workdir: str,
     args: argparse.Namespace,
     receiver: SmsReceiver,
     secret: str,
     mode: str,
-) -> dict[str, Any]:
+) -> dict[str, dict[str, Any]]:
+    """One serve (and in worker mode one worker), warmed up, then the paced run and the closed
+    loop on users of their own, each waited for until its last message arrived."""
     prefix = f"bench-{secrets.token_hex(4)}:"
     env = {
         **service_env(pg_url, prefix, workdir),
         **code_delivery.delivery_env(receiver.url, secret, mode),
     }
     settings = settings_from(env)
-    count = args.users + G_WARMUP
+    paced = Schedule.of(args.g_rate, duration_s=args.duration).count
+    count = G_WARMUP + paced + args.users
     log(f"[postgres] (g, {mode}) provisioning {count} users with an SMS factor")
-    first = 0 if mode == "worker" else 10 * count  # numbers distinct across the two runs
+    first = 0 if mode == "worker" else 10 * count  # numbers distinct across the two modes
     password_hash = await PasswordHashing(time_cost=1, memory_kib=8192, parallelism=1).hash(
         PASSWORD
     )
     users = await code_delivery.provision(settings, count, first, password_hash)
-    warmup, users = users[:G_WARMUP], users[G_WARMUP:]
+    warmup, paced_users, closed_users = (
+        users[:G_WARMUP],
+        users[G_WARMUP : G_WARMUP + paced],
+        users[G_WARMUP + paced :],
+    )
     await settle(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
     since = datetime.now(UTC)
     port = free_port()
     cloudmfa = str(Path(sys.executable).with_name("cloudmfa"))
     serve_argv = [cloudmfa, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    runs: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as running:
         server = running.enter_context(Server(serve_argv, env, port, "/readyz"))
         worker = None
         if mode == "worker":
             worker = running.enter_context(DeliveryWorker([cloudmfa, "worker"], env))
-        receiver.forget()
-        await _challenge_load(port, warmup, await prepare_mfa_tokens(settings, warmup), args)
-        await receiver.wait_for(len(warmup))
-        receiver.forget()
-        tokens = await prepare_mfa_tokens(settings, users)
-        log(
-            f"[postgres] (g, {mode}) SMS challenges, {args.duration:g}s "
-            f"at {args.concurrency} clients"
-        )
-        sent_at: dict[str, float] = {}
         assert server.proc is not None
-        serve_pids = worker_pids(server.proc.pid)
-        worker_pid = [worker.proc.pid] if worker is not None and worker.proc else []
-        cpu_before = cpu_seconds(serve_pids), cpu_seconds(worker_pid)
-        result = await _challenge_load(port, users, tokens, args, sent_at, args.duration)
-        load_ended = time.monotonic()
-        answered = result.statuses.get(202, 0)
-        arrived, refused = await receiver.wait_for(answered)
-        cpu = cpu_seconds(serve_pids) - cpu_before[0], cpu_seconds(worker_pid) - cpu_before[1]
-    # Once serve and the worker are gone: their pools (up to 90 connections) and one more may
+        pids = worker_pids(server.proc.pid), [worker.proc.pid] if worker and worker.proc else []
+        receiver.forget()
+        warm = ChallengeLoad(port, warmup, await prepare_mfa_tokens(settings, warmup))
+        await warm.closed_loop(args.concurrency)
+        await receiver.wait_for(len(warmup))
+        for load, pool in (("paced", paced_users), ("closed", closed_users)):
+            receiver.forget()
+            challenges = ChallengeLoad(port, pool, await prepare_mfa_tokens(settings, pool))
+            what = f"{args.g_rate:g} requests/s offered" if load == "paced" else "closed loop"
+            log(
+                f"[postgres] (g, {mode}) SMS challenges, {what}, {args.duration:g}s "
+                f"at {args.concurrency} clients"
+            )
+            cpu_before = cpu_seconds(pids[0]), cpu_seconds(pids[1])
+            if load == "paced":
+                result: LoadResult = await challenges.paced(args.g_rate, args.concurrency)
+            else:
+                result = await challenges.closed_loop(args.concurrency, args.duration)
+            load_ended = time.monotonic()
+            answered = result.statuses.get(202, 0)
+            arrived, refused = await receiver.wait_for(answered)
+            cpu = cpu_seconds(pids[0]) - cpu_before[0], cpu_seconds(pids[1]) - cpu_before[1]
+            sent_at = challenges.sent_at(result)
+            figures = code_delivery.Arrivals(
+                sent_at, answered, load_ended, arrived, refused
+            ).figures()
+            runs[load] = {
+                **summarise(result),
+                **figures,
+                **(paced_figures(result) if isinstance(result, PacedResult) else {}),
+                "mode": mode,
+                "load": load,
+                # CPU time per message, less sensitive to a busy machine than the rates:
+                # serve's workers (the request, and in-process the send too) and `cloudmfa
+                # worker`.
+                "serve_cpu_ms_per_message": round(1000 * cpu[0] / max(answered, 1), 2),
+                "worker_cpu_ms_per_message": round(1000 * cpu[1] / max(answered, 1), 2)
+                if worker
+                else None,
+                "load_average": [round(x, 2) for x in os.getloadavg()],
+            }
+    # Once serve and the worker are gone: their pools (up to 80 connections) and one more may
     # pass PostgreSQL's default max_connections of 100.
     unsent = await outbox_not_sent(pg_url, since)
-    figures = code_delivery.Arrivals(sent_at, answered, load_ended, arrived, refused).figures()
+    for run in runs.values():
+        run["outbox_not_sent"] = unsent  # both loads' rows together
+    return runs
+
+
+def paced_figures(result: PacedResult) -> dict[str, Any]:
+    """Whether the load generator kept to the offered rate, and how late requests left."""
     return {
-        **summarise(result),
-        **figures,
-        "mode": mode,
-        "outbox_not_sent": unsent,
-        # CPU time per message, less sensitive to a busy machine than the rates: serve's
-        # workers (the request, and in-process the send too) and `cloudmfa worker`.
-        "serve_cpu_ms_per_message": round(1000 * cpu[0] / max(answered, 1), 2),
-        "worker_cpu_ms_per_message": round(1000 * cpu[1] / max(answered, 1), 2)
-        if worker_pid
-        else None,
+        "offered_rate": result.schedule.rate,
+        "sent_rate": round(result.sent_rate, 1),
+        "rate_kept": result.rate_kept,
+        "send_lag_p99_ms": round(1000 * percentile(result.send_lags_s, 99), 1),
     }
 
 
@@ -739,34 +781,48 @@ class DeliveryWorker:
         stop_gracefully(self.proc)
 
 
-async def _challenge_load(
-    port: int,
-    users: list[User4],
-    tokens: list[str],
-    args: argparse.Namespace,
-    sent_at: dict[str, float] | None = None,
-    duration_s: float | None = None,
-) -> LoadResult:
-    """One challenge per user (each its own mfa_token and number); ``sent_at`` gets the
-    monotonic time each request left, by number."""
-    bodies = [
-        json.dumps({"mfa_token": token, "factor_id": user[2]}).encode()
-        for user, token in zip(users, tokens, strict=True)
-    ]
-    times = sent_at if sent_at is not None else {}
+class ChallengeLoad:
+    """One SMS challenge per user (each its own mfa_token and number), closed loop or paced,
+    remembering which number each request asked a code for."""
 
-    async def challenge(i: int, send: Send) -> None:
-        times[users[i][3]] = time.monotonic()
-        await send("POST", "/api/v1/auth/challenge", bodies[i])
+    def __init__(self, port: int, users: list[User4], tokens: list[str]) -> None:
+        self.port, self.users = port, users
+        self.bodies = [
+            json.dumps({"mfa_token": token, "factor_id": user[2]}).encode()
+            for user, token in zip(users, tokens, strict=True)
+        ]
+        self.left_at: dict[int, float] = {}  # request index → when it left (monotonic)
 
-    return await run_scenario(
-        host="127.0.0.1",
-        port=port,
-        scenario=challenge,
-        total=len(bodies),
-        duration_s=duration_s,
-        concurrency=args.concurrency,
-    )
+    async def _challenge(self, i: int, send: Send) -> None:
+        self.left_at[i] = time.monotonic()
+        await send("POST", "/api/v1/auth/challenge", self.bodies[i])
+
+    async def closed_loop(self, concurrency: int, duration_s: float | None = None) -> LoadResult:
+        return await run_scenario(
+            host="127.0.0.1",
+            port=self.port,
+            scenario=self._challenge,
+            total=len(self.bodies),
+            duration_s=duration_s,
+            concurrency=concurrency,
+        )
+
+    async def paced(self, rate: float, concurrency: int) -> PacedResult:
+        return await run_paced(
+            host="127.0.0.1",
+            port=self.port,
+            scenario=self._challenge,
+            rate=rate,
+            total=len(self.bodies),
+            concurrency=concurrency,
+        )
+
+    def sent_at(self, result: LoadResult) -> dict[str, float]:
+        """Each number's request time, for request → arrival: when it left in a closed loop,
+        when it was due in a paced run (so a wait for a free connection counts there too)."""
+        if isinstance(result, PacedResult):
+            return {self.users[i][3]: result.due_at(i) for i in self.left_at}
+        return {self.users[i][3]: at for i, at in self.left_at.items()}
 
 
 class PasskeyRounds:
@@ -883,9 +939,11 @@ def table(results: dict[str, Any]) -> str:
         "b_totp_verify": ("(b) TOTP verify step", e, "(e)", "b/e"),
         "c_full_login": ("(c) full two-step login", 0.0, "", ""),
         "h_passkey_verify": ("(h) passkey verify step", 0.0, "", ""),
-        "g_sms_challenge_worker": ("(g) SMS challenge, `cloudmfa worker` sends", 0.0, "", ""),
-        "g_sms_challenge_in_process": ("(g) SMS challenge, serve sends (in-process)", 0.0, "", ""),
     }
+    offered = results.get("g_rate", code_delivery.DELIVERY_RATE_TARGET)
+    for mode, sender in (("worker", "`cloudmfa worker` sends"), ("in_process", "serve sends")):
+        for load, how in (("paced", f"{offered:g}/s offered"), ("closed", "closed loop")):
+            names[f"g_sms_{load}_{mode}"] = (f"(g) SMS challenge, {how}, {sender}", 0.0, "", "")
     lines = [
         f"cloudmfa benchmark, {results['started_at']}, {results['machine']['cpus']} cores "
         f"({results['machine']['cpu_model']}), {results['concurrency']} concurrent clients, "
@@ -977,7 +1035,7 @@ def table(results: dict[str, Any]) -> str:
 
 
 def code_delivery_table(results: dict[str, Any]) -> list[str]:
-    """(g)'s delivery figures, one row per mode, and the targets of issue 13 part 7."""
+    """(g)'s delivery figures, one row per mode and load, and the targets of issue 13 part 7."""
     runs = {
         key: run
         for key, run in results["backends"].get("postgres+redis", {}).items()
@@ -986,22 +1044,27 @@ def code_delivery_table(results: dict[str, Any]) -> list[str]:
     if not runs:
         return []
     lines = [
-        "(g) delivery: requests answered 202, messages that arrived at the receiver, the rate "
-        "from the first request to the last arrival, the rate while the load ran, the backlog "
-        "when it stopped and the rate it drained at, and the time from request to arrival:",
+        "(g) delivery: the load (paced: the offered rate, the rate the requests left at and "
+        "whether it was kept; closed: 32 clients, each sending when answered), requests "
+        "answered 202, messages that arrived at the receiver, the rate from the first request "
+        "to the last arrival, the rate while the load ran, the backlog when it stopped and the "
+        "rate it drained at, and the time from request (paced: its due time) to arrival:",
         "",
-        "| mode | req/s | request p99 ms | 202 | arrived | msg/s overall | msg/s under load "
-        "| backlog | drain msg/s | arrival p50 ms | arrival p99 ms | CPU ms/msg serve, worker "
-        "| targets |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| --- |",
+        "| mode | load | req/s | request p50, p99 ms | 202 | arrived | msg/s overall "
+        "| msg/s under load | backlog | drain msg/s | arrival p50, p99 ms "
+        "| CPU ms/msg serve, worker | targets |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for run in runs.values():
+        load = "closed loop"
+        if run["load"] == "paced":
+            kept = "kept" if run["rate_kept"] else "NOT kept"
+            load = f"{run['offered_rate']:g}/s offered, left at {run['sent_rate']:g}/s ({kept})"
         lines.append(
-            f"| {run['mode']} | {run['rate']} | {run['p99_ms']} | {run['answered_202']} "
-            f"| {run['arrived']} | {run['delivery_rate']} | {run['rate_during_load']} "
-            f"| {run['backlog_at_load_end']} | {run['drain_rate'] or '—'} "
-            f"| {run['arrival_p50_ms']} | {run['arrival_p99_ms']} "
+            f"| {run['mode']} | {load} | {run['rate']} | {run['p50_ms']}, {run['p99_ms']} "
+            f"| {run['answered_202']} | {run['arrived']} | {run['delivery_rate']} "
+            f"| {run['rate_during_load']} | {run['backlog_at_load_end']} "
+            f"| {run['drain_rate'] or '—'} | {run['arrival_p50_ms']}, {run['arrival_p99_ms']} "
             f"| {run['serve_cpu_ms_per_message']}, {run['worker_cpu_ms_per_message'] or '—'} "
             f"| {code_delivery.verdicts(run)} |"
         )
@@ -1017,6 +1080,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration,
         "rounds": args.rounds,
         "users_per_pool": args.users,
+        "g_rate": args.g_rate,
         "backends": {},
     }
     workdir = tempfile.mkdtemp(prefix="cloudmfa-bench-")
@@ -1097,6 +1161,12 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--only", default="abcdefgh", help="measurements to run (letters a-h)")
+    parser.add_argument(
+        "--g-rate",
+        type=float,
+        default=code_delivery.DELIVERY_RATE_TARGET,
+        help="(g)'s paced run: SMS challenges offered per second, for --duration seconds",
+    )
     parser.add_argument(
         "--rounds",
         type=int,

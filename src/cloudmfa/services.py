@@ -62,6 +62,7 @@ class Services:
     outbox: Outbox  # where messages to users go
     throttle: AccountThrottle
     ip_limiter: IpRateLimiter
+    db_burst: bool = True  # whether the database pool borrows beyond its size (Services.build)
     # Whether start() counted this instance's pools into the capacity gauges, so that close()
     # takes back exactly what was counted (services closed without a start count nothing).
     _capacity_counted: bool = field(default=False, init=False, repr=False)
@@ -74,14 +75,17 @@ class Services:
         clock: Clock | None = None,
         factories: dict[str, FactorFactory] | None = None,
         outbox: Outbox | None = None,
+        db_burst: bool = True,
     ) -> Services:
         """``factories`` replaces the registry's factor types and ``outbox`` the configured
-        delivery (tests use both)."""
+        delivery (tests use both). ``db_burst``: the database pool may borrow connections
+        beyond CLOUDMFA_DB_POOL_SIZE in a burst (store/db.py, create_engine)."""
         clock = clock or SystemClock()
         ring = KeyRing(clock=clock, access_ttl_s=settings.access_token_ttl_s)
         engine = create_engine(
             settings.database_url,
             pool_size=settings.db_pool_size,
+            burst=db_burst,
             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         )
         store = create_store(settings.redis_url, prefix=settings.redis_key_prefix, clock=clock)
@@ -132,6 +136,7 @@ class Services:
             ),
             outbox=outbox or DatabaseOutbox(engine, secretbox, clock),
             throttle=throttle,
+            db_burst=db_burst,
             ip_limiter=IpRateLimiter(
                 settings.ip_rate_limit,
                 redis_url=settings.redis_url,
@@ -166,7 +171,9 @@ class Services:
         redis_url = self.settings.redis_url or ""
         counted = redis_url and "cluster" not in redis_url.partition("://")[0]
         return {
-            "db": pool_capacity(self.settings.database_url, self.settings.db_pool_size),
+            "db": pool_capacity(
+                self.settings.database_url, self.settings.db_pool_size, burst=self.db_burst
+            ),
             "redis": MAX_REDIS_CONNECTIONS if counted else 0,
             "hash_threads": self.hashing.threads,
         }

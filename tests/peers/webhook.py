@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import time
 import uuid
 
@@ -26,8 +27,8 @@ def verify(secret: bytes, headers: dict[str, str], body: bytes, now: float) -> b
 
 
 class WebhookReceiver(HttpPeer):
-    def __init__(self, secret: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, secret: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(tls)
         self.secret = secret.encode() if secret else None
 
     def answer(self, request: Received) -> Answer:

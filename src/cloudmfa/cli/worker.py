@@ -50,7 +50,11 @@ async def work(settings: Settings, concurrency: int) -> None:
     from cloudmfa.delivery.worker import open_queue, run_worker
     from cloudmfa.services import Services
 
-    svc = Services.build(settings)
+    # No connections beyond the pool: each delivery holds one only for its claim and for the
+    # record of its send, so at 32 sends at once the pool of 20 is enough, and the connections
+    # a burst borrowed were closed when given back, opened again at the next (48 to 273 opened
+    # while 3,000 queued messages drained; bench/README.md, "(g)").
+    svc = Services.build(settings, db_burst=False)
     await svc.start()  # migrates first unless CLOUDMFA_AUTO_MIGRATE=false, as serve does
     providers = build_providers(settings)
     queue = open_queue(settings)

@@ -95,10 +95,19 @@ async def enqueue(queue: Queue, row_id: str) -> None:
 
 
 async def sweep_into_queue(queue: Queue, deliverer: Deliverer) -> int:
-    """Queue every row the database says is due (a job already queued is kept, not doubled)."""
+    """Queue every row the database says is due and saq does not hold; how many were queued.
+
+    A backlog older than the sweep's grace (outbox.HANDOVER_GRACE_S) is due and on the queue
+    already: one read of their jobs (an MGET) tells which are, where offering each row again
+    cost a script call per row (refused, the key being taken), up to SWEEP_BATCH a second. A
+    job finished meanwhile is not missed: its row is sent, or due again at its next sweep."""
     ids = await due_messages(deliverer.engine, deliverer.clock.now())
-    await asyncio.gather(*(enqueue(queue, row_id) for row_id in ids))
-    return len(ids)
+    if not ids:
+        return 0
+    held = await queue.jobs(ids)
+    lost = [row_id for row_id, job in zip(ids, held, strict=True) if job is None]
+    await asyncio.gather(*(enqueue(queue, row_id) for row_id in lost))
+    return len(lost)
 
 
 async def _sweep_forever(queue: Queue, deliverer: Deliverer, interval_s: float) -> None:

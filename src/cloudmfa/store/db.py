@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,19 +25,23 @@ def read_only(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def pool_capacity(database_url: str, pool_size: int) -> int:
+def pool_capacity(database_url: str, pool_size: int, *, burst: bool = True) -> int:
     """Connections the engine's pool may open at most (for the metrics)."""
     if make_url(database_url).get_backend_name() == "sqlite":
         return SQLITE_POOL_SIZE + SQLITE_POOL_OVERFLOW
-    return pool_size + pool_size // 2
+    return pool_size + (pool_size // 2 if burst else 0)
 
 
 def create_engine(
     database_url: str,
     *,
     pool_size: int = 20,
+    burst: bool = True,
     sqlite_busy_timeout_ms: int = DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
 ) -> AsyncEngine:
+    """``burst``: borrow up to half as many connections again beyond ``pool_size`` when that
+    many are in use at once (each closed when given back); without it, a caller waits for a
+    connection of the pool."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(database_url, sqlite_busy_timeout_ms)
@@ -63,7 +67,7 @@ def create_engine(
         # concurrency churns connections (a TLS probe, authentication and re-preparing every
         # statement each time); the pool keeps pool_size and borrows only a little beyond.
         pool_size=pool_size,
-        max_overflow=pool_size // 2,
+        max_overflow=pool_size // 2 if burst else 0,
         pool_pre_ping=False,
         pool_recycle=1800,
         **extra,
@@ -78,9 +82,13 @@ def is_mysql(engine_or_conn: AsyncEngine | AsyncConnection) -> bool:
 
 
 async def update_returning(
-    conn: AsyncConnection, stmt: Update, *columns: ColumnElement[Any]
+    conn: AsyncConnection,
+    stmt: Update,
+    *columns: ColumnElement[Any],
+    params: Mapping[str, Any] | None = None,
 ) -> Sequence[Row[Any]]:
-    """``stmt`` with ``RETURNING columns``, in the caller's transaction, on every database.
+    """``stmt`` with ``RETURNING columns``, in the caller's transaction, on every database;
+    ``params`` are the values of its bind parameters.
 
     MariaDB and MySQL have no ``UPDATE … RETURNING``. There the matching rows are first read
     with ``SELECT … FOR UPDATE``, a locking read: it sees the newest committed version of each
@@ -88,15 +96,15 @@ async def update_returning(
     and then finds that it no longer matches, as it would with PostgreSQL's conditional UPDATE.
     Then exactly the rows read are updated. Two round trips instead of one."""
     if conn.dialect.update_returning:
-        return (await conn.execute(stmt.returning(*columns))).all()
+        return (await conn.execute(stmt.returning(*columns), params)).all()
     assert conn.in_transaction(), "a locking read outside a transaction locks nothing"
     table, where = stmt.table, stmt.whereclause
     assert where is not None, "an UPDATE of every row has nothing to emulate RETURNING for"
     (key,) = table.primary_key.columns  # type: ignore[attr-defined]
     wanted = [key, *(c for c in columns if c is not key)]
-    rows = (await conn.execute(select(*wanted).where(where).with_for_update())).all()
+    rows = (await conn.execute(select(*wanted).where(where).with_for_update(), params)).all()
     if rows:
-        await conn.execute(stmt.where(key.in_([row[0] for row in rows])))
+        await conn.execute(stmt.where(key.in_([row[0] for row in rows])), params)
     return rows
 
 

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, desc, insert, or_, select, update
+from sqlalchemy import Update, and_, bindparam, delete, desc, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import BindParameter
 
 from cloudmfa.store.db import update_returning
 from cloudmfa.store.models import delivery_outbox as t
@@ -62,9 +63,47 @@ async def insert_row(conn: AsyncConnection, row: NewRow) -> None:
     await conn.execute(insert(t).values(**new_row_values(row)))
 
 
-def _claimable(now: datetime):  # type: ignore[no-untyped-def]
+def _claimable(now: datetime | BindParameter[datetime]):  # type: ignore[no-untyped-def]
     # Queued and due, or being sent by a claimer whose lease has ended (it crashed or hung).
     return and_(t.c.status.in_((QUEUED, SENDING)), t.c.next_try_at <= now)
+
+
+def _at(name: str) -> BindParameter[datetime]:
+    return bindparam(name, type_=t.c.next_try_at.type)
+
+
+# The statements run for every message (the claim and the record of its outcome) are built
+# once, with bind parameters (named apart from the columns, as SQLAlchemy asks of an UPDATE):
+# building one and computing its cache key on every call made a claim cost half to two thirds
+# more CPU (`bench/micro.py delivery`; bench/README.md, "(g)").
+_CLAIMED = (t.c.id, t.c.channel, t.c.sealed, t.c.attempts, t.c.created_at, t.c.user_id, t.c.binding)
+_CLAIM = (
+    update(t)
+    .where(t.c.id == bindparam("row_id"), _claimable(_at("now")))
+    .values(status=SENDING, next_try_at=_at("lease_until"), attempts=t.c.attempts + 1)
+)
+_CLAIM_RETURNING = _CLAIM.returning(*_CLAIMED)
+# A row this claimer still holds: the attempt count, raised by every claim, fences out a
+# claimer whose lease ran out and whose row another claimer took meanwhile.
+_HELD = and_(
+    t.c.id == bindparam("row_id"), t.c.status == SENDING, t.c.attempts == bindparam("held_attempts")
+)
+# The sealed text holds a code: erased once the provider has it, or once it failed for good.
+_MARK_SENT = (
+    update(t)
+    .where(_HELD)
+    .values(status=SENT, sealed=None, finished_at=_at("now"), provider=bindparam("provider_name"))
+)
+_MARK_RETRY = (
+    update(t)
+    .where(_HELD)
+    .values(status=QUEUED, next_try_at=_at("retry_at"), reason=bindparam("reason_text"))
+)
+_MARK_FAILED = (
+    update(t)
+    .where(_HELD)
+    .values(status=FAILED, sealed=None, finished_at=_at("now"), reason=bindparam("reason_text"))
+)
 
 
 async def claim(
@@ -72,22 +111,11 @@ async def claim(
 ) -> Claimed | None:
     """Take the row for sending until ``lease_until``; None when it is not claimable (sent,
     failed, not yet due, or held by another claimer's live lease). In the caller's transaction."""
-    stmt = (
-        update(t)
-        .where(t.c.id == row_id, _claimable(now))
-        .values(status=SENDING, next_try_at=lease_until, attempts=t.c.attempts + 1)
-    )
-    rows = await update_returning(
-        conn,
-        stmt,
-        t.c.id,
-        t.c.channel,
-        t.c.sealed,
-        t.c.attempts,
-        t.c.created_at,
-        t.c.user_id,
-        t.c.binding,
-    )
+    params = {"row_id": row_id, "now": now, "lease_until": lease_until}
+    if conn.dialect.update_returning:
+        rows = (await conn.execute(_CLAIM_RETURNING, params)).all()
+    else:
+        rows = await update_returning(conn, _CLAIM, *_CLAIMED, params=params)
     if not rows:
         return None
     row = rows[0]._mapping
@@ -104,41 +132,42 @@ async def claim(
     )
 
 
-async def _finish(conn: AsyncConnection, held: Claimed, **values: object) -> bool:
-    """Update a row this claimer still holds: False when its lease ran out and another claimer
-    took the row meanwhile (the attempt count, raised by every claim, fences the old one out)."""
+async def _finish(
+    conn: AsyncConnection, held: Claimed, statement: Update, **params: object
+) -> bool:
+    """Record an outcome for a row this claimer still holds: False when its lease ran out and
+    another claimer took the row meanwhile."""
     result = await conn.execute(
-        update(t)
-        .where(t.c.id == held.id, t.c.status == SENDING, t.c.attempts == held.attempts)
-        .values(**values)
+        statement, {"row_id": held.id, "held_attempts": held.attempts, **params}
     )
     return result.rowcount == 1
 
 
 async def mark_sent(conn: AsyncConnection, held: Claimed, *, now: datetime, provider: str) -> bool:
-    # The sealed text holds a code: erased once the provider has it.
-    return await _finish(conn, held, status=SENT, sealed=None, finished_at=now, provider=provider)
+    return await _finish(conn, held, _MARK_SENT, now=now, provider_name=provider)
 
 
 async def mark_retry(conn: AsyncConnection, held: Claimed, *, at: datetime, reason: str) -> bool:
-    return await _finish(conn, held, status=QUEUED, next_try_at=at, reason=reason[:REASON_MAX])
+    return await _finish(conn, held, _MARK_RETRY, retry_at=at, reason_text=reason[:REASON_MAX])
 
 
 async def mark_failed(conn: AsyncConnection, held: Claimed, *, now: datetime, reason: str) -> bool:
-    return await _finish(
-        conn,
-        held,
-        status=FAILED,
-        sealed=None,
-        finished_at=now,
-        reason=reason[:REASON_MAX],
-    )
+    return await _finish(conn, held, _MARK_FAILED, now=now, reason_text=reason[:REASON_MAX])
 
 
-async def due_ids(conn: AsyncConnection, *, now: datetime, limit: int) -> list[str]:
-    """Rows a sweeper should hand to delivery: queued and due, or with a lapsed lease."""
+async def due_ids(
+    conn: AsyncConnection, *, now: datetime, untried_before: datetime, limit: int
+) -> list[str]:
+    """Rows a sweeper should hand to delivery: a retry that is due, a claim whose lease ran
+    out, and a row never tried that was committed before ``untried_before`` (its hand-over was
+    lost; a younger one is still with the dispatcher it was handed to). A row never tried is
+    due from its commit on, so its ``next_try_at`` is its commit time."""
+    handed_over_long_ago = or_(t.c.attempts > 0, t.c.next_try_at <= untried_before)
     rows = await conn.execute(
-        select(t.c.id).where(_claimable(now)).order_by(t.c.next_try_at).limit(limit)
+        select(t.c.id)
+        .where(_claimable(now), handed_over_long_ago)
+        .order_by(t.c.next_try_at)
+        .limit(limit)
     )
     return [r[0] for r in rows]
 

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -235,6 +236,41 @@ async def test_webhook_unreachable_is_transient() -> None:
             await provider.send(an_sms(), idempotency_key="k")
     finally:
         await provider.aclose()
+
+
+async def test_webhook_over_https_trusts_the_configured_ca_and_no_other(
+    certificates: Certificates, other_ca: Path
+) -> None:
+    with WebhookReceiver(SECRET, tls=certificates.server_context()) as tls_receiver:
+        trusted = WebhookProvider(
+            url=tls_receiver.url + "/sms",
+            secret=SECRET,
+            tls_context=client_context(str(certificates.ca_file)),
+        )
+        strangers = [
+            WebhookProvider(url=tls_receiver.url, secret=SECRET, tls_context=context)
+            for context in (None, client_context(str(other_ca)))  # the system's CAs; another
+        ]
+        try:
+            await trusted.send(an_sms("482913"), idempotency_key="k")
+            for provider in strangers:
+                with pytest.raises(ProviderUnavailable, match="cannot reach the webhook"):
+                    await provider.send(an_sms(), idempotency_key="k")
+        finally:
+            for provider in (trusted, *strangers):
+                await provider.aclose()
+        assert tls_receiver.messages == [{"to": PHONE, "body": an_sms("482913").text}]
+
+
+async def test_webhook_does_not_follow_a_redirect(receiver: WebhookReceiver) -> None:
+    receiver.refuse(307, {}, headers={"Location": receiver.url + "/elsewhere"})
+    provider = WebhookProvider(url=receiver.url + "/sms", secret=SECRET)
+    try:
+        with pytest.raises(MessageRejected, match="HTTP 307"):
+            await provider.send(an_sms(), idempotency_key="k")
+    finally:
+        await provider.aclose()
+    assert [r.route for r in receiver.refused] == ["/sms"] and receiver.received == []
 
 
 # -- aws-sns ------------------------------------------------------------------------------------
