@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from cloudmfa.api.problems import as_error
 from cloudmfa.errors import InternalError, Unavailable
+from cloudmfa.store.one_statement import fetchval
 from conftest import PG_DSN
 
 
@@ -31,6 +32,29 @@ async def test_a_refused_connection_for_want_of_room_answers_unavailable() -> No
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         assert getattr(refused.value.orig, "sqlstate", None) == "53300"
+        error = as_error(refused.value)
+        assert isinstance(error, Unavailable)
+        assert error.status == 503
+    finally:
+        await engine.dispose()
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
+
+
+async def test_a_refused_raw_connection_for_the_one_statement_writes_answers_unavailable() -> None:
+    """The sign-in's and the challenge's one-statement writes take a raw connection from the
+    pool (store/one_statement.py), so a refusal reaches the edge as the driver's own error, not
+    SQLAlchemy's DBAPIError: bench (g) met it as a 500 when its pools passed max_connections."""
+    role = f"cloudmfa_full_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(PG_DSN)
+    await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+    engine = create_async_engine(
+        PG_DSN.replace("postgresql://postgres@", f"postgresql+asyncpg://{role}@")
+    )
+    try:
+        with pytest.raises(Exception) as refused:
+            await fetchval(engine, "SELECT 1", [])
+        assert not isinstance(refused.value, DBAPIError)  # the path this test is about
         error = as_error(refused.value)
         assert isinstance(error, Unavailable)
         assert error.status == 503

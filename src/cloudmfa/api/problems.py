@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -78,10 +78,20 @@ _OUT_OF_ROOM_SQLSTATES = ("53", "57P03")
 
 
 def _database_out_of_room(exc: Exception) -> bool:
-    if not isinstance(exc, DBAPIError):
-        return False
-    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
-    return sqlstate.startswith(_OUT_OF_ROOM_SQLSTATES)
+    """The refusal arrives wrapped by SQLAlchemy's execution layer (a DBAPIError whose ``orig``
+    carries the SQLSTATE) or, from the one-statement writes that take a raw connection from the
+    pool (store/one_statement.py), as the driver adapter's own error, caused by asyncpg's: so
+    the SQLSTATE is looked for along the chain of causes."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # a short chain; never loop on a cycle
+        if seen is None:
+            break
+        for candidate in (seen, getattr(seen, "orig", None)):
+            sqlstate = str(getattr(candidate, "sqlstate", None) or "")
+            if sqlstate.startswith(_OUT_OF_ROOM_SQLSTATES):
+                return True
+        seen = seen.__cause__
+    return False
 
 
 async def _known_error(_request: Request, exc: Exception) -> JSONResponse:
