@@ -5,12 +5,13 @@ when serve's and the worker's pools together passed max_connections."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cloudmfa.api.problems import as_error
 from cloudmfa.errors import InternalError, Unavailable
@@ -18,50 +19,48 @@ from cloudmfa.store.one_statement import fetchval
 from conftest import PG_DSN
 
 
-async def test_a_refused_connection_for_want_of_room_answers_unavailable() -> None:
+@pytest.fixture
+async def engine_without_room() -> AsyncIterator[AsyncEngine]:
+    """An engine whose role may hold no connection at all: PostgreSQL refuses it with 53300,
+    the same SQLSTATE as a server past max_connections."""
     role = f"cloudmfa_full_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(PG_DSN)
-    # A role allowed no connections at all: PostgreSQL refuses it with 53300, the same
-    # SQLSTATE as a server past max_connections.
     await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
     engine = create_async_engine(
         PG_DSN.replace("postgresql://postgres@", f"postgresql+asyncpg://{role}@")
     )
     try:
-        with pytest.raises(DBAPIError) as refused:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        assert getattr(refused.value.orig, "sqlstate", None) == "53300"
-        error = as_error(refused.value)
-        assert isinstance(error, Unavailable)
-        assert error.status == 503
+        yield engine
     finally:
         await engine.dispose()
         await admin.execute(f"DROP ROLE {role}")
         await admin.close()
 
 
-async def test_a_refused_raw_connection_for_the_one_statement_writes_answers_unavailable() -> None:
+async def test_a_refused_connection_for_want_of_room_answers_unavailable(
+    engine_without_room: AsyncEngine,
+) -> None:
+    with pytest.raises(DBAPIError) as refused:
+        async with engine_without_room.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    assert getattr(refused.value.orig, "sqlstate", None) == "53300"
+    error = as_error(refused.value)
+    assert isinstance(error, Unavailable)
+    assert error.status == 503
+
+
+async def test_a_refused_raw_connection_for_the_one_statement_writes_answers_unavailable(
+    engine_without_room: AsyncEngine,
+) -> None:
     """The sign-in's and the challenge's one-statement writes take a raw connection from the
     pool (store/one_statement.py), so a refusal reaches the edge as the driver's own error, not
     SQLAlchemy's DBAPIError: bench (g) met it as a 500 when its pools passed max_connections."""
-    role = f"cloudmfa_full_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(PG_DSN)
-    await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
-    engine = create_async_engine(
-        PG_DSN.replace("postgresql://postgres@", f"postgresql+asyncpg://{role}@")
-    )
-    try:
-        with pytest.raises(Exception) as refused:
-            await fetchval(engine, "SELECT 1", [])
-        assert not isinstance(refused.value, DBAPIError)  # the path this test is about
-        error = as_error(refused.value)
-        assert isinstance(error, Unavailable)
-        assert error.status == 503
-    finally:
-        await engine.dispose()
-        await admin.execute(f"DROP ROLE {role}")
-        await admin.close()
+    with pytest.raises(Exception) as refused:
+        await fetchval(engine_without_room, "SELECT 1", [])
+    assert not isinstance(refused.value, DBAPIError)  # the path this test is about
+    error = as_error(refused.value)
+    assert isinstance(error, Unavailable)
+    assert error.status == 503
 
 
 async def test_other_database_errors_stay_internal_errors() -> None:
