@@ -5,39 +5,18 @@ on both ephemeral stores: the in-process one, and the real Redis through redis-p
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
-import pytest
-import pytest_asyncio
-
-from cloudmfa.clock import FrozenClock
 from cloudmfa.store.ephemeral import (
     Cooldown,
     EphemeralStore,
-    MemoryStore,
-    RedisStore,
     Refusal,
     Reservation,
 )
-from conftest import REDIS_URL, drop_redis_prefix
 
 DESTINATION = Reservation("dest", ttl_s=3600, limit=3)
 COUNTRY = Reservation("country", ttl_s=3600, limit=5)
 GLOBAL = Reservation("global", ttl_s=3600, limit=10)
 COOLDOWN = Cooldown("cooldown", ttl_s=30)
-
-
-@pytest_asyncio.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[EphemeralStore]:
-    if request.param == "memory":
-        yield MemoryStore(FrozenClock())
-        return
-    prefix = f"test-take-all-{secrets.token_hex(4)}:"
-    redis_store = RedisStore(REDIS_URL, prefix=prefix)
-    yield redis_store
-    await redis_store.close()
-    await drop_redis_prefix(prefix)
 
 
 async def counts(store: EphemeralStore, *reservations: Reservation) -> list[str | None]:
