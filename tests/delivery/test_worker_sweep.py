@@ -93,3 +93,19 @@ async def test_the_sweep_queues_a_lapsed_claim_at_once_and_not_a_sent_message(ri
     rig.clock.advance(seconds=LEASE_S)
     assert await sweep_into_queue(rig.queue, rig.deliverer) == 1
     assert await rig.on_queue([sent, cut_short]) == [False, True]
+
+
+async def test_saq_sweeps_a_job_whose_worker_died_with_it(rig: Rig) -> None:
+    # saq's own sweep (which every saq worker runs) takes back a job a worker took off the
+    # queue and never ran. saq reads its replies as bytes: on a client that decoded them, the
+    # sweep did its work, then failed on `.decode` each time.
+    [row] = await rig.commit(1)
+    await QueueDispatcher(rig.queue).hand_over([row])
+    # Taken by a worker that then died (with what earlier tests left on the queue before it).
+    while (taken := await rig.queue.dequeue(timeout=1)) is not None and taken.key != row:
+        pass
+    assert taken is not None
+    swept = await rig.queue.sweep(abort=0.05)
+    assert rig.queue.job_id(row) in swept
+    [job] = await rig.queue.jobs([row])  # back on the queue: it never ran
+    assert job is not None and job.status.name == "QUEUED" and job.error == "swept"

@@ -64,7 +64,8 @@ def open_queue(settings: Settings) -> Queue:
             "CLOUDMFA_DELIVERY=worker cannot use a Redis Cluster (the job queue's scripts need "
             "one server): point CLOUDMFA_REDIS_URL at a server or a Sentinel-managed master"
         )
-    client: Any = connect_redis(target)
+    # saq reads its replies as bytes (its sweep and schedule call `.decode` on them).
+    client: Any = connect_redis(target, decode_responses=False)
     return RedisQueue(client, name=queue_name(settings.redis_key_prefix))
 
 

@@ -99,11 +99,13 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
-def connect_redis(target: RedisTarget) -> RedisClient:
-    """A redis-py asyncio client for the target. Nothing is sent until its first command."""
+def connect_redis(target: RedisTarget, *, decode_responses: bool = True) -> RedisClient:
+    """A redis-py asyncio client for the target. Nothing is sent until its first command.
+    Replies come as str, or as bytes with ``decode_responses=False`` (what saq expects)."""
+    options = _connection_options(decode_responses)
     if target.kind == "server":
         pool = CountedConnectionPool.from_url(
-            target.url, max_connections=MAX_CONNECTIONS, **_connection_options()
+            target.url, max_connections=MAX_CONNECTIONS, **options
         )
         return Redis(connection_pool=pool)
     if target.kind == "sentinel":
@@ -117,7 +119,7 @@ def connect_redis(target: RedisTarget) -> RedisClient:
                 # backoff, seconds per request): the next Sentinel in the list is asked instead.
                 "retry": Retry(NoBackoff(), 0),
             },
-            **_connection_options(),
+            **options,
         )
         client: Redis = sentinel.master_for(
             target.service_name,
@@ -140,7 +142,7 @@ def connect_redis(target: RedisTarget) -> RedisClient:
         # failover for nothing (store/ephemeral.py, closed_under_the_command). A node that
         # stops answering still makes the client re-read the topology, without a reset.
         reinitialize_steps=0,
-        **_connection_options(),
+        **options,
     )
 
 
@@ -175,9 +177,9 @@ class CountedSentinelConnectionPool(_CountsUse, SentinelConnectionPool):
     pass
 
 
-def _connection_options() -> dict[str, Any]:
+def _connection_options(decode_responses: bool) -> dict[str, Any]:
     return {
-        "decode_responses": True,
+        "decode_responses": decode_responses,
         "socket_timeout": TIMEOUT_S,
         "socket_connect_timeout": TIMEOUT_S,
         # One immediate retry on a broken connection (a pooled one Redis dropped, a failover);
