@@ -111,6 +111,18 @@ async def test_access_token_verifies_against_jwks_with_the_documented_claims(api
     assert "acr" not in claims
 
 
+async def test_sessions_and_audit_events_take_time_ordered_ids(api: Api) -> None:
+    # store/ids.py: new rows land on an index's last pages. Two sign-ins, one after the other.
+    account = await api.sign_up()
+    first = await api.login(account["email"])
+    second = await api.login(account["email"])
+    assert uuid.UUID(first["session_id"]).version == 7
+    assert first["session_id"] < second["session_id"]
+    async with api.svc.reader.connect() as conn:
+        events = await list_events(conn, user_id=account["id"])
+    assert events and {uuid.UUID(event["id"]).version for event in events} == {7}
+
+
 async def test_access_token_is_refused_once_signature_is_tampered(api: Api) -> None:
     account, _ = await api.signed_in("tamper")
     head, payload, signature = account["access_token"].split(".")

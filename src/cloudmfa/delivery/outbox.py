@@ -22,7 +22,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from cloudmfa.security.secretbox import SecretBox
 from cloudmfa.store import outbox as outbox_repo
 from cloudmfa.store.audit import AuditEvent, event_row, record
 from cloudmfa.store.db import read_only
+from cloudmfa.store.ids import time_ordered_id
 from cloudmfa.store.models import audit_events, delivery_outbox
 from cloudmfa.store.one_statement import insert_rows
 
@@ -131,7 +131,7 @@ class DatabaseOutbox:
     def _new_row(
         self, message: Message, now: datetime, *, user_id: str | None, binding: str | None
     ) -> outbox_repo.NewRow:
-        row_id = str(uuid.uuid4())
+        row_id = time_ordered_id()
         return outbox_repo.NewRow(
             id=row_id,
             channel=message.channel,

@@ -8,7 +8,6 @@ proved (``Verified``); this flow delivers, writes and answers.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -46,6 +45,7 @@ from cloudmfa.store import devices as device_repo
 from cloudmfa.store import factors as factor_repo
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import record
+from cloudmfa.store.ids import time_ordered_id
 from cloudmfa.store.login_attempts import AttemptRecord
 from cloudmfa.store.sign_in import Completion, NewDevice
 
@@ -247,7 +247,7 @@ async def _verify_and_open_session(
     if remember_device and svc.settings.remember_device_days > 0:
         device_token, device_hash = new_opaque_token()
         expires_at = now + timedelta(days=svc.settings.remember_device_days)
-        device = NewDevice(str(uuid.uuid4()), device_hash, expires_at)
+        device = NewDevice(time_ordered_id(), device_hash, expires_at)
     user_id = attempt.user_id
     events = [
         info.event(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +15,7 @@ from cloudmfa.services import revocation_key
 from cloudmfa.store import sessions as session_repo
 from cloudmfa.store import users as user_repo
 from cloudmfa.store.audit import record
+from cloudmfa.store.ids import time_ordered_id
 from cloudmfa.store.sessions import Session
 
 
@@ -39,7 +39,7 @@ def new_session(
     now: datetime,
 ) -> Session:
     return Session(
-        id=str(uuid.uuid4()),
+        id=time_ordered_id(),
         user_id=user_id,
         created_at=now,
         auth_time=now,

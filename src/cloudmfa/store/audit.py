@@ -3,7 +3,6 @@ its event commit or roll back together."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cloudmfa.store.ids import time_ordered_id
 from cloudmfa.store.models import audit_events
 
 _INSERT_EVENT = insert(audit_events)
@@ -30,7 +30,7 @@ class AuditEvent:
 def event_row(event: AuditEvent) -> dict[str, Any]:
     """The columns of an event's row, with a fresh id; the caller adds the time."""
     return {
-        "id": str(uuid.uuid4()),
+        "id": time_ordered_id(),
         "type": event.type,
         "actor_id": event.actor_id,
         "subject_id": event.subject_id,
