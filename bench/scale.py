@@ -275,6 +275,10 @@ class CpuMeter:
                 pass
         return seconds
 
+    @staticmethod
+    def spent_since(before: dict[int, float], after: dict[int, float]) -> float:
+        return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
     async def close(self) -> None:
         if self.conn is not None:
             await self.conn.close()
@@ -312,7 +316,7 @@ async def timed_gets(
         await asyncio.gather(*(client_loop(client) for client in clients))
         elapsed = time.perf_counter() - started
     cpu_after = await meter.snapshot() if meter else {}
-    cpu = sum(seconds - cpu_before.get(pid, 0.0) for pid, seconds in cpu_after.items())
+    cpu = CpuMeter.spent_since(cpu_before, cpu_after)
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -325,7 +329,7 @@ async def timed_gets(
         "p99_ms": pct(99),
         "max_ms": round(1000 * latencies[-1], 2),
         "statuses": statuses,
-        **({"cpu_ms_per_request": round(1000 * cpu / len(latencies), 2)} if meter else {}),
+        **({"cpu_ms_per_request": per_request(cpu, len(latencies))} if meter else {}),
     }
 
 
@@ -368,21 +372,12 @@ async def measure(
         }
         with Server(argv, env, port, "/readyz") as server:
             base = f"http://127.0.0.1:{port}"
-            pool = data.sample
-            log(f"{label}: (a) password step")
-            await measure_password_step(port, pool, 1.0, args)  # warm-up, untimed
-            result["a_password_step"] = summarise(
-                await measure_password_step(port, pool, args.duration, args)
-            )
-            log(f"{label}: (b) verify step")
-            settings = settings_from(env)
-            tokens = await prepare_mfa_tokens(settings, pool)
-            result["b_verify_step"] = summarise(await verify_load(port, pool, tokens, args))
-            token = await admin_token(base, data.admin)
-            someone = random.choice(pool)
             assert server.proc is not None
             meter = CpuMeter(server.proc.pid, url)
             try:
+                result.update(await sign_in_steps(label, port, data.sample, env, args, meter))
+                token = await admin_token(base, data.admin)
+                someone = random.choice(data.sample)
                 result.update(
                     await admin_reads(base, token, users, (someone[0], someone[1]), args, meter)
                 )
@@ -394,6 +389,37 @@ async def measure(
             log(f"{label}: kept database {name} ({url}); drop it when done")
         else:
             await drop_pg_database(name)
+
+
+async def sign_in_steps(
+    label: str,
+    port: int,
+    pool: list[User4],
+    env: dict[str, str],
+    args: argparse.Namespace,
+    meter: CpuMeter,
+) -> dict[str, Any]:
+    """(a) and (b) for the sampled users, each with the CPU it cost per request (serve's
+    workers and the database's backends): the figure that tells a slower statement from a
+    busier machine."""
+    log(f"{label}: (a) password step")
+    await measure_password_step(port, pool, 1.0, args)  # warm-up, untimed
+    before = await meter.snapshot()
+    a = await measure_password_step(port, pool, args.duration, args)
+    a_cpu = meter.spent_since(before, await meter.snapshot())
+    log(f"{label}: (b) verify step")
+    tokens = await prepare_mfa_tokens(settings_from(env), pool)
+    before = await meter.snapshot()
+    b = await verify_load(port, pool, tokens, args)
+    b_cpu = meter.spent_since(before, await meter.snapshot())
+    return {
+        "a_password_step": {**summarise(a), "cpu_ms_per_request": per_request(a_cpu, a.count)},
+        "b_verify_step": {**summarise(b), "cpu_ms_per_request": per_request(b_cpu, b.count)},
+    }
+
+
+def per_request(cpu_s: float, requests: int) -> float:
+    return round(1000 * cpu_s / max(requests, 1), 2)
 
 
 async def admin_reads(
@@ -441,21 +467,25 @@ async def admin_reads(
 
 
 async def measure_kept(url: str, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
-    """(g) and (h) on a database an earlier run kept (--keep-databases), as it stands: no
-    provisioning, no sign-in steps. The administrator is the account with the admin role; its
-    TOTP seed is decrypted under the bench key ring that encrypted it. The rare search is the
-    address in the middle of the email order, so that runs on copies of one database ask the
-    same."""
+    """(a), (b), (g) and (h) on a database an earlier run kept (--keep-databases), as it
+    stands: no provisioning. The sampled users are `--sample` accounts drawn at random, the
+    administrator the account with the admin role; their TOTP seeds are decrypted under the
+    bench key ring that encrypted them. The rare search is the address in the middle of the
+    email order, so that runs on copies of one database ask the same."""
     env = service_env(url, f"cloudmfa-bench-scale-{secrets.token_hex(4)}:", workdir)
     env["CLOUDMFA_AUTO_MIGRATE"] = "false"
     svc = Services.build(settings_from(env))
     conn = await asyncpg.connect(_dsn(url))
     try:
         users = await conn.fetchval("SELECT count(*) FROM users")
-        row = await conn.fetchrow(
+        with_seed = (
             "SELECT u.id, u.email, f.id AS factor_id, f.secret FROM users u "
             "JOIN factors f ON f.user_id = u.id AND f.type = 'totp' AND f.status = 'active' "
-            "WHERE u.roles::text LIKE '%\"admin\"%' LIMIT 1"
+        )
+        row = await conn.fetchrow(with_seed + "WHERE u.roles::text LIKE '%\"admin\"%' LIMIT 1")
+        sampled = await conn.fetch(
+            with_seed + "WHERE u.roles::text NOT LIKE '%\"admin\"%' ORDER BY random() LIMIT $1",
+            args.sample,
         )
         middle = await conn.fetchrow(
             "SELECT id, email FROM users ORDER BY email OFFSET $1 LIMIT 1", users // 2
@@ -464,8 +494,12 @@ async def measure_kept(url: str, args: argparse.Namespace, workdir: str) -> dict
     finally:
         await conn.close()
         await svc.close()
-    seed = svc.secretbox.decrypt(row["secret"], context=row["factor_id"]).decode()
-    admin: User4 = (row["id"], row["email"], row["factor_id"], seed)
+
+    def with_plain_seed(row: asyncpg.Record) -> User4:
+        seed = svc.secretbox.decrypt(row["secret"], context=row["factor_id"]).decode()
+        return (row["id"], row["email"], row["factor_id"], seed)
+
+    admin, pool = with_plain_seed(row), [with_plain_seed(r) for r in sampled]
     port = free_port()
     argv = [
         str(Path(sys.executable).with_name("cloudmfa")),
@@ -479,6 +513,7 @@ async def measure_kept(url: str, args: argparse.Namespace, workdir: str) -> dict
         assert server.proc is not None
         meter = CpuMeter(server.proc.pid, url)
         try:
+            result.update(await sign_in_steps("kept database", port, pool, env, args, meter))
             someone = (middle["id"], middle["email"])
             result.update(await admin_reads(base, token, users, someone, args, meter))
         finally:
@@ -493,6 +528,12 @@ def kept_table(result: dict[str, Any]) -> str:
         "| target |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
+    for step in ("a_password_step", "b_verify_step"):
+        m = result[step]
+        lines.append(
+            f"| ({step[0]}) {step[2:].replace('_', ' ')}, {m['rate']} req/s | {m['requests']} "
+            f"| {m['p50_ms']} | {m['p99_ms']} | | {m['cpu_ms_per_request']} | |"
+        )
     for part, target in (("g_admin_search", "p99 ≤ 200 ms"), ("h_audit_paging", "")):
         for what, m in result[part].items():
             name = f"({part[0]}) {what}"
@@ -552,10 +593,13 @@ def table(results: dict[str, Any]) -> str:
             large["h_audit_paging"][what],
             "",
         )
+    a, b = (small["a_password_step"], large["a_password_step"])
+    c, d = (small["b_verify_step"], large["b_verify_step"])
     rates = (
-        f"\n(a) {small['a_password_step']['rate']} → {large['a_password_step']['rate']} req/s; "
-        f"(b) {small['b_verify_step']['rate']} → {large['b_verify_step']['rate']} req/s; "
-        f"provisioning {small['provisioning_s']} s and {large['provisioning_s']} s.\n"
+        f"\n(a) {a['rate']} → {b['rate']} req/s, CPU per request {a['cpu_ms_per_request']} → "
+        f"{b['cpu_ms_per_request']} ms; (b) {c['rate']} → {d['rate']} req/s, CPU per request "
+        f"{c['cpu_ms_per_request']} → {d['cpu_ms_per_request']} ms; provisioning "
+        f"{small['provisioning_s']} s and {large['provisioning_s']} s.\n"
     )
     return "\n".join(lines) + "\n" + rates
 
@@ -608,7 +652,7 @@ def main() -> None:
     parser.add_argument(
         "--reuse-database",
         metavar="URL",
-        help="measure only (g) and (h), on a database kept by an earlier --keep-databases run "
+        help="measure on a database kept by an earlier --keep-databases run "
         "(postgresql+asyncpg://…), as it stands: no provisioning, no baseline",
     )
     args = parser.parse_args()
