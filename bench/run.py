@@ -658,6 +658,13 @@ async def _code_delivery_runs(
         users[G_WARMUP : G_WARMUP + paced],
         users[G_WARMUP + paced :],
     )
+    # The mfa_tokens before serve starts: made later, the bench's own pool came on top of
+    # serve's and the worker's and PostgreSQL refused it (max_connections, 100).
+    tokens = {
+        "warm-up": await prepare_mfa_tokens(settings, warmup),
+        "paced": await prepare_mfa_tokens(settings, paced_users),
+        "closed": await prepare_mfa_tokens(settings, closed_users),
+    }
     await settle(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
     since = datetime.now(UTC)
     port = free_port()
@@ -672,12 +679,12 @@ async def _code_delivery_runs(
         assert server.proc is not None
         pids = worker_pids(server.proc.pid), [worker.proc.pid] if worker and worker.proc else []
         receiver.forget()
-        warm = ChallengeLoad(port, warmup, await prepare_mfa_tokens(settings, warmup))
+        warm = ChallengeLoad(port, warmup, tokens["warm-up"])
         await warm.closed_loop(args.concurrency)
         await receiver.wait_for(len(warmup))
         for load, pool in (("paced", paced_users), ("closed", closed_users)):
             receiver.forget()
-            challenges = ChallengeLoad(port, pool, await prepare_mfa_tokens(settings, pool))
+            challenges = ChallengeLoad(port, pool, tokens[load])
             what = f"{args.g_rate:g} requests/s offered" if load == "paced" else "closed loop"
             log(
                 f"[postgres] (g, {mode}) SMS challenges, {what}, {args.duration:g}s "
