@@ -8,8 +8,8 @@ bench-scale`, a TOTP sign-in wrote 58 KB of WAL at a million users against 3 KB 
 and cost PostgreSQL twice the CPU. Time-ordered ids land next to each other on the index's last
 pages, which stay cached. A sign-in's session, remembered device and audit events, and a
 code's outbox row, use them; the id reveals only when the row was made, which the row says
-anyway (`created_at`, `at`). Accounts, factors and recovery codes keep random ids: they are made once, and an account
-id goes into every token a relying party sees.
+anyway (`created_at`, `at`). Accounts, factors and recovery codes keep random ids: they are
+made once, and an account id goes into every token a relying party sees.
 """
 
 from __future__ import annotations
