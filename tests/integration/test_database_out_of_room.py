@@ -63,6 +63,24 @@ async def test_a_refused_raw_connection_for_the_one_statement_writes_answers_una
     assert error.status == 503
 
 
+async def test_a_connection_the_server_dropped_answers_unavailable() -> None:
+    """A pooled connection whose backend went away (a restart, a terminated backend) fails its
+    next statement: an outage too, not a bug."""
+    engine = create_async_engine(PG_DSN.replace("postgresql://", "postgresql+asyncpg://"))
+    admin = await asyncpg.connect(PG_DSN)
+    try:
+        async with engine.connect() as conn:
+            pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            with pytest.raises(DBAPIError) as dropped:
+                await conn.execute(text("SELECT 1"))
+        assert dropped.value.connection_invalidated
+        assert isinstance(as_error(dropped.value), Unavailable)
+    finally:
+        await admin.close()
+        await engine.dispose()
+
+
 async def test_other_database_errors_stay_internal_errors() -> None:
     engine = create_async_engine(PG_DSN.replace("postgresql://", "postgresql+asyncpg://"))
     try:

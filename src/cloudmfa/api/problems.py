@@ -27,6 +27,7 @@ from cloudmfa.errors import (
     ValidationFailed,
     for_http_status,
 )
+from cloudmfa.store.outages import is_outage
 
 log = logging.getLogger("cloudmfa.api")
 
@@ -63,35 +64,13 @@ def as_error(exc: Exception) -> CloudMFAError:
     the caller logs); nothing of either is shown."""
     if isinstance(exc, CloudMFAError):
         return exc
-    if isinstance(exc, OperationalError | ConnectionError) or _database_out_of_room(exc):
+    if is_outage(exc):
         log.warning("storage unavailable: %s", type(exc).__name__)
         return Unavailable(
             "The database or the shared store is busy or unreachable; try again shortly.",
             retry_after=1,
         )
     return InternalError("Something went wrong on our side.")
-
-
-# SQLSTATE class 53, "insufficient resources" (53300: too many connections), and 57P03 (the
-# server is starting or shutting down): PostgreSQL refusing a new connection, worth a retry.
-_OUT_OF_ROOM_SQLSTATES = ("53", "57P03")
-
-
-def _database_out_of_room(exc: Exception) -> bool:
-    """The refusal arrives wrapped by SQLAlchemy's execution layer (a DBAPIError whose ``orig``
-    carries the SQLSTATE) or, from the one-statement writes that take a raw connection from the
-    pool (store/one_statement.py), as the driver adapter's own error, caused by asyncpg's: so
-    the SQLSTATE is looked for along the chain of causes."""
-    seen: BaseException | None = exc
-    for _ in range(4):  # a short chain; never loop on a cycle
-        if seen is None:
-            break
-        for candidate in (seen, getattr(seen, "orig", None)):
-            sqlstate = str(getattr(candidate, "sqlstate", None) or "")
-            if sqlstate.startswith(_OUT_OF_ROOM_SQLSTATES):
-                return True
-        seen = seen.__cause__
-    return False
 
 
 async def _known_error(_request: Request, exc: Exception) -> JSONResponse:

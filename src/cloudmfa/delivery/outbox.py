@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,6 +47,7 @@ from cloudmfa.store.db import read_only
 from cloudmfa.store.ids import time_ordered_id
 from cloudmfa.store.models import audit_events, delivery_outbox
 from cloudmfa.store.one_statement import insert_rows
+from cloudmfa.store.outages import is_outage
 
 log = logging.getLogger("cloudmfa.delivery")
 
@@ -63,6 +64,10 @@ SWEEP_BATCH = 500
 # time queuing again rows that saq held already, every second while a backlog lasted). A row
 # whose hand-over was lost (a crash just after the commit, Redis down) goes out this much later.
 HANDOVER_GRACE_S = 5.0
+# The record of a message the provider has is tried again through an outage this long at most
+# (half the lease: nobody else may claim the row meanwhile), at these waits between tries.
+RECORD_PATIENCE_S = LEASE_S / 2
+RECORD_WAITS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, *(2.0,) * 12)
 
 Outcome = Literal["sent", "retry", "failed"]
 
@@ -180,6 +185,8 @@ class Deliverer:
     clock: Clock
     providers: Providers
     max_attempts: int = 5
+    # How the record of a send waits between tries (tests pass their own, so nothing sleeps).
+    pause: Callable[[float], Awaitable[None]] = asyncio.sleep
     _single: AsyncEngine = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -220,11 +227,34 @@ class Deliverer:
             return await self._retry(held, channel, exc)
         seconds = asyncio.get_running_loop().time() - started
         done = self.clock.now()
-        async with self._single.connect() as conn:
-            await outbox_repo.mark_sent(conn, held, now=done, provider=receipt.provider)
+        await self._record_sent(held, now=done, provider=receipt.provider)
         metrics.code_sent(channel, receipt.provider, "sent", seconds)
         metrics.message_waited(channel, (done - held.created_at).total_seconds())
         return "sent"
+
+    async def _record_sent(
+        self, held: outbox_repo.Claimed, *, now: datetime, provider: str
+    ) -> None:
+        """The provider has the message: its record must not be lost to a passing outage, or
+        the row would be sent again once its lease ends (seen in bench (g), where PostgreSQL
+        refused the pool's new connections: every such message went out twice). So an outage
+        is tried again, well within the lease; anything else, or an outage that lasts, raises."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + RECORD_PATIENCE_S
+        for wait in (*RECORD_WAITS_S, None):
+            try:
+                async with self._single.connect() as conn:
+                    await outbox_repo.mark_sent(conn, held, now=now, provider=provider)
+                return
+            except Exception as exc:
+                if wait is None or not is_outage(exc) or loop.time() + wait > give_up_at:
+                    raise
+                log.warning(
+                    "message %s was sent, but its record was refused (%s); trying again",
+                    held.id,
+                    type(exc).__name__,
+                )
+            await self.pause(wait)
 
     async def _retry(
         self, held: outbox_repo.Claimed, channel: Channel, exc: DeliveryError
