@@ -4,6 +4,7 @@ when serve's and the worker's pools together passed max_connections."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 
@@ -49,15 +50,14 @@ async def test_a_refused_connection_for_want_of_room_answers_unavailable(
     assert error.status == 503
 
 
-async def test_a_refused_raw_connection_for_the_one_statement_writes_answers_unavailable(
+async def test_a_refused_connection_for_the_one_statement_writes_answers_unavailable(
     engine_without_room: AsyncEngine,
 ) -> None:
-    """The sign-in's and the challenge's one-statement writes take a raw connection from the
-    pool (store/one_statement.py), so a refusal reaches the edge as the driver's own error, not
-    SQLAlchemy's DBAPIError: bench (g) met it as a 500 when its pools passed max_connections."""
+    """The sign-in's and the challenge's one-statement writes run on asyncpg's connection
+    beneath SQLAlchemy's pool (store/one_statement.py): bench (g) met a refusal there as a 500
+    when its pools passed max_connections."""
     with pytest.raises(Exception) as refused:
         await fetchval(engine_without_room, "SELECT 1", [])
-    assert not isinstance(refused.value, DBAPIError)  # the path this test is about
     error = as_error(refused.value)
     assert isinstance(error, Unavailable)
     assert error.status == 503
@@ -89,4 +89,34 @@ async def test_other_database_errors_stay_internal_errors() -> None:
                 await conn.execute(text("SELECT * FROM no_such_table_here"))
         assert isinstance(as_error(failed.value), InternalError)
     finally:
+        await engine.dispose()
+
+
+async def test_a_connection_borrowed_beyond_the_pool_is_closed_cleanly_after_one_statement(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The one-statement writes give their connection back to SQLAlchemy's pool; one borrowed
+    beyond pool_size is then closed, which needs the event loop: it used to fail with
+    MissingGreenlet (logged by the pool) and leave the connection unclosed."""
+    application = f"cloudmfa_burst_{secrets.token_hex(4)}"
+    engine = create_async_engine(
+        PG_DSN.replace("postgresql://", "postgresql+asyncpg://"),
+        pool_size=1,
+        max_overflow=1,
+        connect_args={"server_settings": {"application_name": application}},
+    )
+    admin = await asyncpg.connect(PG_DSN)
+    try:
+        with caplog.at_level("ERROR", logger="sqlalchemy.pool"):
+            await asyncio.gather(
+                fetchval(engine, "SELECT pg_sleep(0.05)", []),
+                fetchval(engine, "SELECT pg_sleep(0.05)", []),
+            )
+        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+        open_now = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", application
+        )
+        assert open_now == 1  # the pool's one; the borrowed one was closed on its return
+    finally:
+        await admin.close()
         await engine.dispose()

@@ -24,10 +24,10 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def _database_out_of_room(exc: BaseException) -> bool:
-    """The refusal arrives wrapped by SQLAlchemy's execution layer (a DBAPIError whose ``orig``
-    carries the SQLSTATE) or, from the one-statement writes that take a raw connection from the
-    pool (store/one_statement.py), as the driver adapter's own error, caused by asyncpg's: so
-    the SQLSTATE is looked for along the chain of causes."""
+    """The refusal arrives wrapped by SQLAlchemy (a DBAPIError whose ``orig``, the driver
+    adapter's error, is caused by asyncpg's) or, from the one-statement writes that run on
+    asyncpg's connection directly (store/one_statement.py), as asyncpg's own: so the SQLSTATE
+    is looked for along the chain of causes."""
     seen: BaseException | None = exc
     for _ in range(4):  # a short chain; never loop on a cycle
         if seen is None:
