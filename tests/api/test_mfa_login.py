@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 import pyotp
+from sqlalchemy import event
 
 from cloudmfa.flows.maintenance import reencrypt_secrets
 from cloudmfa.security.secretbox import new_key
@@ -85,6 +86,31 @@ async def test_login_with_active_totp_answers_mfa_required(api: Api) -> None:
         ("recovery", "recovery"),
     ]
     assert user.secret not in r.text
+
+
+async def test_the_password_step_reads_account_factors_and_codes_in_one_statement(
+    api: Api,
+) -> None:
+    """Its three reads were three round trips (bench/README.md, "Where the password step's
+    time goes"); the offer is the same: each active factor, oldest first, then recovery."""
+    user = await mfa_user(api, "one-read")
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    engine = api.svc.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        body = await api.login(user.email)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert body["status"] == "mfa_required"
+    # (The notice of the factor just added may still be going out, in the background.)
+    reads = [sql for sql in statements if "delivery_outbox" not in sql]
+    assert len(reads) == 1, reads
+    assert all(table in reads[0] for table in ("users", "factors", "recovery_codes"))
+    assert [f["type"] for f in body["factors"]] == ["totp", "recovery"]
 
 
 async def test_mfa_token_lives_five_minutes_in_the_store(api: Api) -> None:

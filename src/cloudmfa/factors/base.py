@@ -33,6 +33,7 @@ from cloudmfa.security.passwords import PasswordHashing
 from cloudmfa.security.secretbox import SecretBox
 
 if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from cloudmfa.store.claims import Claim
@@ -343,6 +344,14 @@ class BackupFactor(Protocol):
     proof: ClassVar[CodeProofKind]
 
     async def offered(self, conn: AsyncConnection, user_id: str) -> OfferedFactor | None: ...
+
+    def left_column(self, user_id: ColumnElement[str]) -> ColumnElement[int]:
+        """How many the account has left, as a value inside the password step's one read."""
+        ...
+
+    def offered_with(self, left: int) -> OfferedFactor | None:
+        """The offer, given what ``left_column`` read."""
+        ...
 
     async def verify(self, user_id: str, proof: CodeProof, attempt: LoginAttempt) -> Verified: ...
 

@@ -31,6 +31,8 @@ from cloudmfa.factors.totp.verify import TotpParameters
 from cloudmfa.factors.webauthn import WebAuthnFactor
 from cloudmfa.factors.webauthn.relying_party import RelyingParty
 from cloudmfa.store import factors as factor_repo
+from cloudmfa.store.factors import SignInAccount
+from cloudmfa.store.models import users
 
 FactorFactory = Callable[[Settings, FactorDeps], FactorType | BackupFactor]
 
@@ -98,6 +100,8 @@ class FactorTypes:
                 self.backup = built_type  # type: ignore[assignment]
             else:
                 self.types[name] = built_type  # type: ignore[assignment]
+        backup_left = self.backup.left_column(users.c.id) if self.backup is not None else None
+        self._sign_in_read = factor_repo.sign_in_read(backup_left)
 
     @property
     def row_types(self) -> tuple[str, ...]:
@@ -132,13 +136,26 @@ class FactorTypes:
         """Active factors of the types this deployment offers (disabled types do not count)."""
         return await factor_repo.count_active(conn, user_id, self.row_types)
 
+    async def account_for_sign_in(self, conn: AsyncConnection, email: str) -> SignInAccount | None:
+        """The account and what its second step may offer, in one read (the password step)."""
+        return await factor_repo.get_for_sign_in(conn, self._sign_in_read, email, self.row_types)
+
+    def second_step_of(self, account: SignInAccount) -> SecondStepOffer:
+        backup = self.backup.offered_with(account.backup_left) if self.backup else None
+        return self._offer(account.factors, backup)
+
     async def second_step(self, conn: AsyncConnection, user_id: str) -> SecondStepOffer:
+        """The same offer for an account already known by its id."""
         rows = await factor_repo.list_factors(conn, user_id, types=self.row_types, active_only=True)
+        backup = None
+        if rows and self.backup is not None:
+            backup = await self.backup.offered(conn, user_id)
+        return self._offer(rows, backup)
+
+    def _offer(self, rows: list[StoredFactor], backup: OfferedFactor | None) -> SecondStepOffer:
         offered = [self.types[row.type].describe(row) for row in rows]
-        if offered and self.backup is not None:  # a backup alone is no second factor
-            option = await self.backup.offered(conn, user_id)
-            if option is not None:
-                offered.append(option)
+        if offered and backup is not None:  # a backup alone is no second factor
+            offered.append(backup)
         snapshots = [row for row in rows if self.types[row.type].verifies_from_snapshot]
         return SecondStepOffer(offered, snapshots)
 

@@ -7,13 +7,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.factors.base import StoredFactor
 from cloudmfa.store.db import update_returning
 from cloudmfa.store.models import factors, users
+from cloudmfa.store.users import User, user_from_row
 
 # The statements of the login path are built once: building a statement per call (where
 # clauses, values) costs more CPU than executing it.
@@ -32,6 +44,55 @@ _WITH_ACCOUNT = (
     )
     .where(users.c.id == bindparam("b_user_id"))
 )
+
+
+@dataclass(frozen=True, slots=True)
+class SignInAccount:
+    """What the password step reads, in one statement: the account, its active factors of the
+    enabled types (oldest first), and how many backup codes it has left."""
+
+    user: User
+    factors: list[StoredFactor]
+    backup_left: int
+
+
+def sign_in_read(backup_left: ColumnElement[int] | None) -> Select[Any]:
+    """The password step's one read, built once (by the registry, which knows the backup):
+    the account by email (``b_email``) LEFT JOIN its active factors of the types in
+    ``b_types`` (one row with the factor's columns NULL when it has none), each row with the
+    backup's count. In place of three reads: the account, its factors, the count."""
+    left = backup_left if backup_left is not None else literal(0)
+    return (
+        select(users, *(c.label(f"factor_{c.name}") for c in factors.c), left.label("backup_left"))
+        .select_from(
+            users.outerjoin(
+                factors,
+                and_(
+                    factors.c.user_id == users.c.id,
+                    factors.c.status == "active",
+                    factors.c.type.in_(bindparam("b_types", expanding=True)),
+                ),
+            )
+        )
+        .where(users.c.email == bindparam("b_email"))
+        .order_by(factors.c.created_at, factors.c.id)
+    )
+
+
+async def get_for_sign_in(
+    conn: AsyncConnection, statement: Select[Any], email: str, types: Iterable[str]
+) -> SignInAccount | None:
+    rows = (await conn.execute(statement, {"b_email": email, "b_types": list(types)})).all()
+    if not rows:
+        return None
+    found = [
+        factor_from_row({c.name: row._mapping[f"factor_{c.name}"] for c in factors.c})
+        for row in rows
+        if row._mapping["factor_id"] is not None
+    ]
+    return SignInAccount(user_from_row(rows[0]), found, int(rows[0]._mapping["backup_left"]))
+
+
 _BY_LOOKUP_KEY = select(factors).where(
     factors.c.type == bindparam("b_type"), factors.c.lookup_key == bindparam("b_lookup_key")
 )

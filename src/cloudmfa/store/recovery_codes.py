@@ -7,7 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Update, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.store.models import recovery_codes
@@ -44,11 +54,18 @@ async def replace_set(
     )
 
 
-_COUNT_UNUSED = (
-    select(func.count())
-    .select_from(recovery_codes)
-    .where(recovery_codes.c.user_id == bindparam("b_user_id"), recovery_codes.c.used_at.is_(None))
-)
+def unused_count(user_id: ColumnElement[str]) -> ScalarSelect[int]:
+    """How many unused codes the user has, as a value inside another read (the password step's
+    one read, store/factors.py)."""
+    return (
+        select(func.count())
+        .select_from(recovery_codes)
+        .where(recovery_codes.c.user_id == user_id, recovery_codes.c.used_at.is_(None))
+        .scalar_subquery()
+    )
+
+
+_COUNT_UNUSED = select(unused_count(bindparam("b_user_id")))
 
 _UNUSED_BY_LOOKUP = select(recovery_codes.c.id, recovery_codes.c.code_hash).where(
     recovery_codes.c.user_id == bindparam("b_user_id"),

@@ -29,7 +29,7 @@ class User:
         return "admin" in self.roles
 
 
-def _user(row: Any) -> User:
+def user_from_row(row: Any) -> User:
     return User(
         id=row.id,
         email=row.email,
@@ -70,7 +70,7 @@ _BY_ID = select(users).where(users.c.id == bindparam("b_id"))  # every authentic
 
 async def get_by_email(conn: AsyncConnection, email: str) -> User | None:
     row = (await conn.execute(_BY_EMAIL, {"b_email": email})).first()
-    return _user(row) if row else None
+    return user_from_row(row) if row else None
 
 
 async def lock_for_update(conn: AsyncConnection, user_id: str) -> None:
@@ -81,7 +81,7 @@ async def lock_for_update(conn: AsyncConnection, user_id: str) -> None:
 
 async def get_by_id(conn: AsyncConnection, user_id: str) -> User | None:
     row = (await conn.execute(_BY_ID, {"b_id": user_id})).first()
-    return _user(row) if row else None
+    return user_from_row(row) if row else None
 
 
 async def set_password_hash(
@@ -142,7 +142,7 @@ async def search(
         stmt = select(users).order_by(email).limit(limit)
         if after_email is not None:
             stmt = stmt.where(email > after_email)
-        return [_user(row) for row in await conn.execute(stmt)]
+        return [user_from_row(row) for row in await conn.execute(stmt)]
     query = query.lower()
     pattern = "%" + _like_escaped(query) + "%"
     found = await _matches_in_window(conn, pattern, after_email, limit, window)
@@ -187,7 +187,7 @@ async def _matches_in_window(
         .order_by(_email_order(conn, accounts))
         .limit(limit)
     )
-    return [_user(row) for row in await conn.execute(stmt)]
+    return [user_from_row(row) for row in await conn.execute(stmt)]
 
 
 async def _email_ending_window(
@@ -216,7 +216,7 @@ async def _matches_past(
             .order_by(users.c.email)
             .limit(limit)
         )
-    return [_user(row) for row in await conn.execute(stmt)]
+    return [user_from_row(row) for row in await conn.execute(stmt)]
 
 
 def _first_matches_on_postgres(query: str, pattern: str, after_email: str, limit: int) -> Any:

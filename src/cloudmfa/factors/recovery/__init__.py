@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cloudmfa.errors import InvalidCode
@@ -39,7 +40,13 @@ class RecoveryCodes:
         self._deps = deps
 
     async def offered(self, conn: AsyncConnection, user_id: str) -> OfferedFactor | None:
-        if await code_repo.count_unused(conn, user_id) == 0:
+        return self.offered_with(await code_repo.count_unused(conn, user_id))
+
+    def left_column(self, user_id: ColumnElement[str]) -> ColumnElement[int]:
+        return code_repo.unused_count(user_id)
+
+    def offered_with(self, left: int) -> OfferedFactor | None:
+        if left == 0:
             return None
         return OfferedFactor(id=self.factor_id, type=self.type, label="Recovery code")
 
