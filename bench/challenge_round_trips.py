@@ -134,7 +134,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             tokens = []
             for user_id, email, _, _ in users:
                 async with svc.reader.connect() as conn:
-                    offer = await svc.factor_types.second_step(conn, user_id)
+                    account = await svc.factor_types.account_for_sign_in(conn, email)
+                assert account is not None and account.user.id == user_id
+                offer = svc.factor_types.second_step_of(account)
                 begun = await second_factor.begin(svc, user_id=user_id, email=email, offer=offer)
                 tokens.append(begun.mfa_token)
 

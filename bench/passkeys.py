@@ -99,7 +99,9 @@ async def prepare_verifies(settings: Settings, users: list[tuple[str, ...]]) -> 
     try:
         for user_id, email, factor_id, credential_id in users:
             async with svc.reader.connect() as conn:
-                offer = await svc.factor_types.second_step(conn, user_id)
+                account = await svc.factor_types.account_for_sign_in(conn, email)
+            assert account is not None and account.user.id == user_id
+            offer = svc.factor_types.second_step_of(account)
             started = await second_factor.begin(svc, user_id=user_id, email=email, offer=offer)
             outcome = await second_factor.challenge(
                 svc, RequestInfo(), started.mfa_token, factor_id

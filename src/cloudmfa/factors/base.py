@@ -343,8 +343,6 @@ class BackupFactor(Protocol):
     factor_id: ClassVar[str]  # the fixed id it is offered under
     proof: ClassVar[CodeProofKind]
 
-    async def offered(self, conn: AsyncConnection, user_id: str) -> OfferedFactor | None: ...
-
     def left_column(self, user_id: ColumnElement[str]) -> ColumnElement[int]:
         """How many the account has left, as a value inside the password step's one read."""
         ...

@@ -141,22 +141,12 @@ class FactorTypes:
         return await factor_repo.get_for_sign_in(conn, self._sign_in_read, email, self.row_types)
 
     def second_step_of(self, account: SignInAccount) -> SecondStepOffer:
-        backup = self.backup.offered_with(account.backup_left) if self.backup else None
-        return self._offer(account.factors, backup)
-
-    async def second_step(self, conn: AsyncConnection, user_id: str) -> SecondStepOffer:
-        """The same offer for an account already known by its id."""
-        rows = await factor_repo.list_factors(conn, user_id, types=self.row_types, active_only=True)
-        backup = None
-        if rows and self.backup is not None:
-            backup = await self.backup.offered(conn, user_id)
-        return self._offer(rows, backup)
-
-    def _offer(self, rows: list[StoredFactor], backup: OfferedFactor | None) -> SecondStepOffer:
-        offered = [self.types[row.type].describe(row) for row in rows]
-        if offered and backup is not None:  # a backup alone is no second factor
-            offered.append(backup)
-        snapshots = [row for row in rows if self.types[row.type].verifies_from_snapshot]
+        offered = [self.types[row.type].describe(row) for row in account.factors]
+        if offered and self.backup is not None:  # a backup alone is no second factor
+            backup = self.backup.offered_with(account.backup_left)
+            if backup is not None:
+                offered.append(backup)
+        snapshots = [row for row in account.factors if self.types[row.type].verifies_from_snapshot]
         return SecondStepOffer(offered, snapshots)
 
 

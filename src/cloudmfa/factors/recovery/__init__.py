@@ -39,9 +39,6 @@ class RecoveryCodes:
     def __init__(self, deps: FactorDeps) -> None:
         self._deps = deps
 
-    async def offered(self, conn: AsyncConnection, user_id: str) -> OfferedFactor | None:
-        return self.offered_with(await code_repo.count_unused(conn, user_id))
-
     def left_column(self, user_id: ColumnElement[str]) -> ColumnElement[int]:
         return code_repo.unused_count(user_id)
 
