@@ -56,6 +56,10 @@ class SignInAccount:
     backup_left: int
 
 
+# The factor's columns in the password step's read, named apart from the account's.
+_SIGN_IN_LABELS = {c.name: f"factor_{c.name}" for c in factors.c}
+
+
 def sign_in_read(backup_left: ColumnElement[int] | None) -> Select[Any]:
     """The password step's one read, built once (by the registry, which knows the backup):
     the account by email (``b_email``) LEFT JOIN its active factors of the types in
@@ -63,7 +67,11 @@ def sign_in_read(backup_left: ColumnElement[int] | None) -> Select[Any]:
     backup's count. In place of three reads: the account, its factors, the count."""
     left = backup_left if backup_left is not None else literal(0)
     return (
-        select(users, *(c.label(f"factor_{c.name}") for c in factors.c), left.label("backup_left"))
+        select(
+            users,
+            *(c.label(_SIGN_IN_LABELS[c.name]) for c in factors.c),
+            left.label("backup_left"),
+        )
         .select_from(
             users.outerjoin(
                 factors,
@@ -86,9 +94,9 @@ async def get_for_sign_in(
     if not rows:
         return None
     found = [
-        factor_from_row({c.name: row._mapping[f"factor_{c.name}"] for c in factors.c})
+        factor_from_row({name: row._mapping[label] for name, label in _SIGN_IN_LABELS.items()})
         for row in rows
-        if row._mapping["factor_id"] is not None
+        if row._mapping[_SIGN_IN_LABELS["id"]] is not None
     ]
     return SignInAccount(user_from_row(rows[0]), found, int(rows[0]._mapping["backup_left"]))
 
