@@ -32,6 +32,18 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(TEST_STAMP) $(RUN_STAMP)
 
+# The service as `make run` and the container install it, without the test extras: what
+# `make bench` starts and measures. The extras change a worker: structlog imports `rich` whenever
+# it is installed (schemathesis brings it), 4.4 MiB in every process (bench/README.md).
+SERVE_VENV  := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed-run
+
+$(SERVE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/pip install --quiet -e .
+	touch $(SERVE_STAMP)
+
 $(NPM_STAMP): web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NPM_STAMP)
@@ -80,12 +92,12 @@ hash-timing: $(RUN_STAMP)
 	$(BIN)/python -m timeit -n 20 -r 5 -s 'from cloudmfa.config import Settings; from cloudmfa.security.passwords import PasswordHashing; s = Settings(); h = PasswordHashing(time_cost=s.argon2_time_cost, memory_kib=s.argon2_memory_kib, parallelism=s.argon2_parallelism)' 'h.hash_sync("plum-orbit-velvet-canyon-42")'
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache web/node_modules src/cloudmfa/web_dist artifacts dist
+	rm -rf $(VENV) $(SERVE_VENV) var .pytest_cache .ruff_cache web/node_modules src/cloudmfa/web_dist artifacts dist
 
 ## Load benchmark: starts the service itself (2 workers; SQLite and PostgreSQL, with Redis),
 ## writes bench/results/<time>.{json,md}. See bench/README.md.
-bench: $(TEST_STAMP)
-	$(BIN)/python bench/run.py
+bench: $(TEST_STAMP) $(SERVE_STAMP)
+	$(BIN)/python bench/run.py --serve $(SERVE_VENV)/bin/cloudmfa
 
 ## A million users: 1,000,000 users and 10,000,000 audit events COPYed into PostgreSQL, the
 ## sign-in steps and the admin reads measured against the same at 1,000 users (bench/README.md).

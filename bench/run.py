@@ -529,8 +529,7 @@ async def measure_backend(
         pools[letter], users = users[:size], users[size:]
     rounds = args.rounds if ceilings else 1
     share = args.duration / rounds
-    cloudmfa = str(Path(sys.executable).with_name("cloudmfa"))
-    argv = [cloudmfa, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    argv = [args.serve, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     out: dict[str, Any] = {}
     with Server(argv, env, port, "/readyz") as server:
         if "a" in args.only:
@@ -678,7 +677,7 @@ async def _code_delivery_runs(
     await settle(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
     since = datetime.now(UTC)
     port = free_port()
-    cloudmfa = str(Path(sys.executable).with_name("cloudmfa"))
+    cloudmfa = args.serve
     serve_argv = [cloudmfa, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     runs: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as running:
@@ -1101,6 +1100,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "users_per_pool": args.users,
         "g_rate": args.g_rate,
+        "serve": args.serve,
         "backends": {},
     }
     workdir = tempfile.mkdtemp(prefix="cloudmfa-bench-")
@@ -1195,7 +1195,14 @@ def main() -> None:
         default=3,
         help="(a) and (b) alternate with their ceilings this many times on PostgreSQL",
     )
+    parser.add_argument(
+        "--serve",
+        default=str(Path(sys.executable).with_name("cloudmfa")),
+        help="the cloudmfa command to start and measure (default: this install's); `make "
+        "bench` gives it the runtime-only install, as `make run` and the container have it",
+    )
     args = parser.parse_args()
+    args.serve = str(Path(args.serve).absolute())  # servers start in a directory of their own
     uvloop.install()
     results = asyncio.run(main_async(args))
     out = Path(args.out)
