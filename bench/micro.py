@@ -88,24 +88,29 @@ class _Tokens(BaseModel):
     device_token: str | None = None
 
 
-_TOKENS = {"access_token": "a" * 600, "expires_in": 600, "refresh_token": "r" * 43}
+def _tokens() -> _Tokens:
+    return _Tokens(
+        access_token="a" * 600, expires_in=600, refresh_token="r" * 43, session_id="s" * 36
+    )
+
+
 _app = FastAPI()
 _D = Annotated[int, Depends(_dep)]
 
 
 @_app.post("/none", response_model=_Tokens, response_model_exclude_none=True)
 async def _none(body: _Body) -> _Tokens:
-    return _Tokens(**_TOKENS, session_id="s" * 36)
+    return _tokens()
 
 
 @_app.post("/four-dependencies", response_model=_Tokens, response_model_exclude_none=True)
 async def _four(body: _Body, a: _D, b: _D, c: _D, d: _D) -> _Tokens:
-    return _Tokens(**_TOKENS, session_id="s" * 36)
+    return _tokens()
 
 
 @_app.post("/response-built-by-hand", response_model=_Tokens, response_model_exclude_none=True)
 async def _by_hand(body: _Body) -> Response:
-    tokens = _Tokens(**_TOKENS, session_id="s" * 36)
+    tokens = _tokens()
     return Response(tokens.model_dump_json(exclude_none=True), media_type="application/json")
 
 
@@ -198,7 +203,7 @@ async def edge_layer() -> None:
             _env_file=None,  # type: ignore[call-arg]
             data_dir=data_dir,
             secret_keys="b1:" + "A" * 43 + "=",
-            cors_origins="https://app.example.com",
+            cors_origins=("https://app.example.com",),
         )
         edge = EdgeMiddleware(
             bare,

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import asyncpg
 import httpx
@@ -159,7 +159,11 @@ async def record_rss(measured: dict[str, Any], server: Server) -> None:
 
 
 def _hash_for(seconds: float, params: dict[str, int], out: Any) -> None:
-    hashing = PasswordHashing(**params)
+    hashing = PasswordHashing(
+        time_cost=params["time_cost"],
+        memory_kib=params["memory_kib"],
+        parallelism=params["parallelism"],
+    )
     stored = hashing.hash_sync(PASSWORD)
     count, deadline = 0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -272,7 +276,7 @@ class Server:
             prefix="cloudmfa-bench-", suffix=".log", delete=False
         )
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         self.proc = subprocess.Popen(
             self.argv,
             env=self.env,
@@ -322,7 +326,7 @@ def service_env(database_url: str, prefix: str, workdir: str) -> dict[str, str]:
 
 def settings_from(env: dict[str, str]) -> Settings:
     values = {k[len("CLOUDMFA_") :].lower(): v for k, v in env.items() if k.startswith("CLOUDMFA_")}
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type,call-arg]
 
 
 # --- the measured scenarios -----------------------------------------------------------------
@@ -458,7 +462,8 @@ class Ceilings:
 
     def hashes(self, seconds: float) -> None:
         log(f"(d) argon2id ceiling, {seconds:g}s on every core")
-        self.hash_rates.append(argon2_ceiling(seconds, Settings(_env_file=None))["rate"])
+        settings = Settings(_env_file=None)  # type: ignore[call-arg]
+        self.hash_rates.append(argon2_ceiling(seconds, settings)["rate"])
 
     async def lean(self, seconds: float, keys: tuple[str, ...] = ("e", "e1", "f")) -> None:
         labels = {
@@ -781,7 +786,7 @@ class DeliveryWorker:
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> DeliveryWorker:
+    def __enter__(self) -> Self:
         env = {**self.env, "CLOUDMFA_LOG_LEVEL": "info"}
         self.proc = subprocess.Popen(
             self.argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=env.get("BENCH_CWD")
