@@ -36,7 +36,7 @@ from cloudmfa.security.tokens import (
 )
 from cloudmfa.store import keys as key_repo
 from cloudmfa.store import sessions as session_repo
-from cloudmfa.store.db import create_engine, pool_capacity, read_only, serialised
+from cloudmfa.store.db import create_engine, pool_capacity, reader_for, serialised
 from cloudmfa.store.ephemeral import EphemeralStore, MemoryStore, RedisStore, create_store
 from cloudmfa.store.login_attempts import LoginAttempts
 from cloudmfa.store.redis_url import MAX_CONNECTIONS as MAX_REDIS_CONNECTIONS
@@ -50,7 +50,7 @@ class Services:
     settings: Settings
     clock: Clock
     engine: AsyncEngine
-    reader: AsyncEngine  # the same pool, without transactions: for reads only
+    reader: AsyncEngine  # for reads only, without transactions (store/db.py, reader_for)
     sign_ins: SignInStore  # the second step of login, as one atomic write
     ephemeral: EphemeralStore  # short-lived shared state: Redis, or in-process
     attempts: LoginAttempts  # what an mfa_token stands for
@@ -90,7 +90,7 @@ class Services:
         )
         store = create_store(settings.redis_url, prefix=settings.redis_key_prefix, clock=clock)
         secretbox = open_configured_secretbox(settings)
-        reader = read_only(engine)
+        reader = reader_for(engine, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms)
         hashing = PasswordHashing(
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
@@ -165,6 +165,8 @@ class Services:
             metrics.capacity_stopped(**self._capacity())
             self._capacity_counted = False
         await self.ephemeral.close()
+        if self.reader.pool is not self.engine.pool:  # SQLite's readers have a pool of their own
+            await self.reader.dispose()
         await self.engine.dispose()
 
     def _capacity(self) -> dict[str, int]:

@@ -3,6 +3,7 @@ endpoints (API.md conventions, "Operations")."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
 
 from cloudmfa.store.db import create_engine, read_only
 from conftest import PASSWORD, Api, bearer, start_api
@@ -552,5 +554,51 @@ async def test_a_sqlite_write_lock_held_too_long_answers_503_not_500(
         # Once the lock is released the same request goes through.
         r = await api.client.post(
             "/api/v1/accounts", json={"email": api.new_email("after"), "password": PASSWORD}
+        )
+        assert r.status_code == 201, r.text
+
+
+async def test_sqlite_writers_take_turns_first_come_first_served_and_reads_go_on(
+    tmp_path: Path,
+) -> None:
+    """A process's writers share one connection (store/db.py): while one holds it, the next
+    wait their turn in the order they came, reads are answered meanwhile from a pool of their
+    own, and a writer that waits past the busy timeout is answered a retryable 503."""
+    settings = settings_for(
+        {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'turns.db'}", "redis_url": None},
+        sqlite_busy_timeout_ms=1000,
+    )
+    app, api = await start_api(settings)
+    async with app.router.lifespan_context(app), api.client:
+        svc = api.svc
+        order: list[int] = []
+
+        async def write(turn: int) -> None:
+            async with svc.engine.begin() as conn:
+                await conn.execute(text("SELECT 1"))
+                order.append(turn)
+
+        async with svc.engine.begin():  # the writers' connection, held
+            queued = []
+            for turn in range(5):
+                queued.append(asyncio.create_task(write(turn)))
+                await asyncio.sleep(0.02)  # each in the queue before the next comes
+            async with svc.reader.connect() as conn:  # not behind the writers
+                assert await asyncio.wait_for(conn.scalar(text("SELECT 1")), 0.5) == 1
+            assert order == []
+        await asyncio.gather(*queued)
+        assert order == [0, 1, 2, 3, 4]
+
+        async with svc.engine.begin():  # held past the busy timeout this time
+            r = await api.client.post(
+                "/api/v1/accounts",
+                json={"email": api.new_email("queued"), "password": PASSWORD},
+            )
+        assert_problem(r, 503, "unavailable")
+        assert r.headers["retry-after"] == "1"
+        for leak in ("sqlite", "QueuePool", "Traceback", "TimeoutError"):
+            assert leak not in r.text
+        r = await api.client.post(
+            "/api/v1/accounts", json={"email": api.new_email("turn"), "password": PASSWORD}
         )
         assert r.status_code == 201, r.text

@@ -239,26 +239,25 @@ async def test_an_event_committed_late_takes_the_next_position(kind: str, tmp_pa
     later one was sealed is chained after it, not lost and not breaking the chain."""
     async with fresh_api(kind, tmp_path) as api:
         engine = api.svc.engine
-        late = await engine.connect()
-        transaction = await late.begin()
-        try:
-            if kind == "sqlite-memory":
-                # SQLite has one writer at a time: the late event is written, then the others
-                # are written and sealed only after it commits, so emulate the order by
-                # committing a first batch before.
-                await transaction.rollback()
-                await record(api, 2)
-                await audit_chain.seal_pending(engine)
-                await record(api, 1, "late.event")
-            else:
+        if kind == "sqlite-memory":
+            # SQLite has one writer at a time (a process's writers share one connection): the
+            # late event is written, then the others are written and sealed only after it
+            # commits, so emulate the order by committing a first batch before.
+            await record(api, 2)
+            await audit_chain.seal_pending(engine)
+            await record(api, 1, "late.event")
+        else:
+            late = await engine.connect()
+            transaction = await late.begin()
+            try:
                 await audit_repo.record(
                     late, api.svc.clock.now(), audit_repo.AuditEvent(type="late.event")
                 )
                 await record(api, 2)  # written after, committed before
                 assert await audit_chain.seal_pending(engine) == 2
                 await transaction.commit()
-        finally:
-            await late.close()
+            finally:
+                await late.close()
         verdict = await audit_chain.verify(engine)
         assert verdict.whole, verdict.problem
         assert verdict.events == 3

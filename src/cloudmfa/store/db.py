@@ -8,15 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Update, event, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from cloudmfa import metrics
 from cloudmfa.security.private_files import create_private_file, make_private_dir
 
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000
+# A SQLite file has one write lock, so a process's transactions take turns on one connection:
+# they queue in the pool, first come first served, and the next starts the moment the last
+# one gives the connection back. With a connection each they waited in SQLite's busy handler,
+# which retries after sleeps of up to 100 ms and so hands the lock on late and to whoever
+# happens to try: at 32 concurrent sign-ins the p99 was 1.3-1.4 s against 0.22-0.24 s this way
+# (bench/README.md, "SQLite's writers"). Reads have a pool of their own (reader_for).
+SQLITE_WRITER_POOL_SIZE = 1
 # SQLAlchemy's own defaults, named so that the metrics can state the pool's capacity.
-SQLITE_POOL_SIZE, SQLITE_POOL_OVERFLOW = 5, 10
+SQLITE_READER_POOL_SIZE, SQLITE_READER_POOL_OVERFLOW = 5, 10
 
 
 def read_only(engine: AsyncEngine) -> AsyncEngine:
@@ -25,10 +32,26 @@ def read_only(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
+def reader_for(engine: AsyncEngine, *, sqlite_busy_timeout_ms: int) -> AsyncEngine:
+    """The engine for a service's reads. On a SQLite file, an engine of its own (dispose it
+    too), whose connections never wait for the writers' one; elsewhere ``read_only(engine)``,
+    the same pool."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return read_only(engine)  # (an in-memory database lives in its one connection)
+    reads = {
+        "pool_size": SQLITE_READER_POOL_SIZE,
+        "max_overflow": SQLITE_READER_POOL_OVERFLOW,
+        "execution_options": {"isolation_level": "AUTOCOMMIT"},  # as read_only() sets it
+    }
+    return _sqlite_engine(engine.url, sqlite_busy_timeout_ms, reads)
+
+
 def pool_capacity(database_url: str, pool_size: int, *, burst: bool = True) -> int:
-    """Connections the engine's pool may open at most (for the metrics)."""
+    """Connections the engine's pool (and on SQLite the readers' one) may open at most, for
+    the metrics."""
     if make_url(database_url).get_backend_name() == "sqlite":
-        return SQLITE_POOL_SIZE + SQLITE_POOL_OVERFLOW
+        return SQLITE_WRITER_POOL_SIZE + SQLITE_READER_POOL_SIZE + SQLITE_READER_POOL_OVERFLOW
     return pool_size + (pool_size // 2 if burst else 0)
 
 
@@ -44,7 +67,20 @@ def create_engine(
     connection of the pool."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(database_url, sqlite_busy_timeout_ms)
+        path = url.database
+        pool: dict[str, Any] = {}  # (an in-memory database: SQLAlchemy's pool of its one)
+        if path and path != ":memory:":
+            # Created before SQLite opens it, or it would be created world-readable (umask 022).
+            make_private_dir(Path(path).parent)
+            create_private_file(Path(path))
+            # A transaction queued longer than the busy timeout gets the same answer as one
+            # that waited that long for another process's lock (503, store/outages.py).
+            pool = {
+                "pool_size": SQLITE_WRITER_POOL_SIZE,
+                "max_overflow": 0,
+                "pool_timeout": sqlite_busy_timeout_ms / 1000,
+            }
+        return _sqlite_engine(url, sqlite_busy_timeout_ms, pool)
     extra: dict[str, Any] = {}
     if url.get_backend_name() == "mysql":
         extra = {
@@ -152,18 +188,9 @@ async def serialised(engine: AsyncEngine, name: str) -> AsyncIterator[AsyncConne
 _PG_LOCK_IDS = {"migrate": 0x636C6F75646D6661, "signing-key": 7355608}
 
 
-def _sqlite_engine(database_url: str, busy_timeout_ms: int) -> AsyncEngine:
-    path = make_url(database_url).database
-    pool: dict[str, int] = {}
-    if path and path != ":memory:":
-        # Created before SQLite opens it, or it would be created world-readable (umask 022).
-        make_private_dir(Path(path).parent)
-        create_private_file(Path(path))
-        pool = {"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_POOL_OVERFLOW}
-    # (An in-memory database lives in one connection: SQLAlchemy gives it a pool of one.)
-    engine = create_async_engine(
-        database_url, connect_args={"timeout": busy_timeout_ms / 1000}, **pool
-    )
+def _sqlite_engine(url: URL, busy_timeout_ms: int, options: Mapping[str, Any]) -> AsyncEngine:
+    """``options``: the pool's (and a reader's execution options), for create_async_engine."""
+    engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, **options)
     metrics.watch_db_pool(engine)
 
     @event.listens_for(engine.sync_engine, "connect")

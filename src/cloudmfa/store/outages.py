@@ -7,6 +7,7 @@ message the provider already has (delivery/outbox.py), since a lost record would
 from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 # SQLSTATE class 53, "insufficient resources" (53300: too many connections), and 57P03 (the
 # server is starting or shutting down): PostgreSQL refusing a new connection, worth a retry.
@@ -18,6 +19,8 @@ def is_outage(exc: BaseException) -> bool:
     room, or that dropped the connection under a statement."""
     if isinstance(exc, OperationalError | ConnectionError):
         return True
+    if isinstance(exc, PoolTimeout):
+        return True  # no pooled connection came free in time (on SQLite: the writers' queue)
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True  # the server closed the pooled connection (a restart, a terminated backend)
     return _database_out_of_room(exc)
