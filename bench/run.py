@@ -137,22 +137,23 @@ def resident_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def workers_rss(server: Server) -> list[float]:
-    """Each worker's resident memory now, in MiB."""
+def workers_rss(server: Server, workers: int = 2) -> list[float]:
+    """Each worker's resident memory now, in MiB (with one worker, uvicorn serves in the
+    server's own process)."""
     assert server.proc is not None
-    pids = worker_pids(server.proc.pid)
+    pids = worker_pids(server.proc.pid) if workers > 1 else [server.proc.pid]
     if not pids:
         raise RuntimeError(f"no worker processes found under the server (pid {server.proc.pid})")
     return [resident_mib(pid) for pid in pids]
 
 
-async def record_rss(measured: dict[str, Any], server: Server) -> None:
+async def record_rss(measured: dict[str, Any], server: Server, workers: int = 2) -> None:
     """Each worker's resident memory after a measurement: as the load ends (a worker that has
     just hashed still holds argon2id's buffer) and once idle (``worker_rss_mib``, against the
     target), past the hashing pool's idle trim (security/passwords.py)."""
-    measured["worker_rss_mib_at_end"] = workers_rss(server)
+    measured["worker_rss_mib_at_end"] = workers_rss(server, workers)
     await asyncio.sleep(IDLE_TRIM_S + 0.5)
-    measured["worker_rss_mib"] = workers_rss(server)
+    measured["worker_rss_mib"] = workers_rss(server, workers)
 
 
 # --- (d) the argon2id ceiling --------------------------------------------------------------
@@ -534,7 +535,8 @@ async def measure_backend(
         pools[letter], users = users[:size], users[size:]
     rounds = args.rounds if ceilings else 1
     share = args.duration / rounds
-    argv = [args.serve, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    argv = [args.serve, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", str(args.workers)]
     out: dict[str, Any] = {}
     with Server(argv, env, port, "/readyz") as server:
         if "a" in args.only:
@@ -546,7 +548,7 @@ async def measure_backend(
                 log(f"[{name}] (a) password step, {share:g}s at {args.concurrency} clients")
                 runs.append(await measure_password_step(port, pools["a"], share, args))
             out["a_password_step"] = summarise_rounds(runs)
-            await record_rss(out["a_password_step"], server)
+            await record_rss(out["a_password_step"], server, args.workers)
         h = PasskeyRounds(name, port, passkey_users, settings, args, rounds)
         if "h" in args.only:
             await h.warm_up()
@@ -569,17 +571,17 @@ async def measure_backend(
                 if "h" in args.only:
                     await h.round(r)  # in the same round as (b), after its ceilings
             out["b_totp_verify"] = summarise_rounds(runs)
-            await record_rss(out["b_totp_verify"], server)
+            await record_rss(out["b_totp_verify"], server, args.workers)
         elif "h" in args.only:
             for r in range(rounds):
                 await h.round(r)
         if h.runs:
             out["h_passkey_verify"] = summarise_rounds(h.runs)
-            await record_rss(out["h_passkey_verify"], server)
+            await record_rss(out["h_passkey_verify"], server, args.workers)
         if "c" in args.only:
             log(f"[{name}] (c) full two-step login, {args.duration}s at {args.concurrency} clients")
             out["c_full_login"] = summarise(await measure_full_login(port, pools["c"], args))
-            await record_rss(out["c_full_login"], server)
+            await record_rss(out["c_full_login"], server, args.workers)
     return out
 
 
@@ -968,7 +970,7 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         f"cloudmfa benchmark, {results['started_at']}, {results['machine']['cpus']} cores "
         f"({results['machine']['cpu_model']}), {results['concurrency']} concurrent clients, "
-        f"{results['rounds']} rounds",
+        f"{results['rounds']} rounds, serve --workers {results.get('workers', 2)}",
         "",
         "| backend | measurement | req/s | p50 ms | p99 ms | of ceiling "
         "| worker RSS MiB once idle (as the load ended) |",
@@ -1106,6 +1108,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "users_per_pool": args.users,
         "g_rate": args.g_rate,
         "serve": args.serve,
+        "workers": args.workers,
         "backends": {},
     }
     workdir = tempfile.mkdtemp(prefix="cloudmfa-bench-")
@@ -1199,6 +1202,12 @@ def main() -> None:
         type=int,
         default=3,
         help="(a) and (b) alternate with their ceilings this many times on PostgreSQL",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="serve's workers for (a), (b), (c) and (h) ((g) always runs two)",
     )
     parser.add_argument(
         "--serve",
