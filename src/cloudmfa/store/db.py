@@ -27,8 +27,10 @@ SQLITE_READER_POOL_SIZE, SQLITE_READER_POOL_OVERFLOW = 5, 10
 
 
 def read_only(engine: AsyncEngine) -> AsyncEngine:
-    """The same pool, for reads: no transaction around them (no BEGIN and ROLLBACK round
-    trips on PostgreSQL; on SQLite no write lock, so readers never queue behind writers)."""
+    """The same pool, for reads and single statements: no transaction around them (no BEGIN
+    and ROLLBACK round trips on PostgreSQL; on SQLite no write lock). On a SQLite file that
+    pool is the writers' one connection, so what must not wait for writers reads through
+    ``reader_for`` instead."""
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
