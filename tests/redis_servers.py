@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from support import free_port
+from support import free_port, free_ports
 
 SERVICE = "cloudmfa-master"
 # How long a master may be silent before it is taken to be down (Sentinel's
@@ -76,8 +76,8 @@ class Node:
         )
 
 
-def data_node(data: Path, *extra: str) -> Node:
-    port = free_port()
+def data_node(data: Path, *extra: str, port: int | None = None) -> Node:
+    port = port or free_port()
     args = [
         *("--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)),
         # Nothing on disk: a restarted node comes back empty, as a lost machine does.
@@ -265,7 +265,9 @@ class ClusterSetup:
 def start_cluster(tmp_path_factory: pytest.TempPathFactory, *, replicas: int) -> ClusterSetup:
     require_redis_server()
     nodes = []
-    for _ in range(3 * (1 + replicas)):
+    count = 3 * (1 + replicas)
+    ports = free_ports(2 * count)  # each node's port and its cluster bus port, all distinct
+    for port, bus_port in zip(ports[:count], ports[count:], strict=True):
         data = tmp_path_factory.mktemp("redis-cluster")
         nodes.append(
             data_node(
@@ -273,7 +275,8 @@ def start_cluster(tmp_path_factory: pytest.TempPathFactory, *, replicas: int) ->
                 *("--cluster-enabled", "yes", "--cluster-config-file", str(data / "nodes.conf")),
                 *("--cluster-node-timeout", str(DOWN_AFTER_MS)),
                 # The bus port defaults to port + 10000, past 65535 for a port above 55535.
-                *("--cluster-port", str(free_port())),
+                *("--cluster-port", str(bus_port)),
+                port=port,
             )
         )
     setup = ClusterSetup(nodes)
