@@ -146,8 +146,8 @@ def free_port() -> int:
 
 def free_ports(count: int) -> list[int]:
     """``count`` distinct free ports: every socket stays bound until all are chosen, so the
-    system cannot hand one port out twice (picked one at a time, two of a Redis Cluster's
-    24 ports once came out the same, and a node's PING met another's cluster bus)."""
+    system cannot hand one port out twice (picked one at a time, a Redis Cluster's 24 ports
+    once most likely held a pair: a node's PING was reset, as another node's cluster bus does)."""
     with contextlib.ExitStack() as held:
         sockets = [held.enter_context(socket.socket()) for _ in range(count)]
         for s in sockets:

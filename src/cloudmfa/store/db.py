@@ -38,8 +38,7 @@ def reader_for(engine: AsyncEngine, *, sqlite_busy_timeout_ms: int) -> AsyncEngi
     """The engine for a service's reads. On a SQLite file, an engine of its own (dispose it
     too), whose connections never wait for the writers' one; elsewhere ``read_only(engine)``,
     the same pool."""
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+    if engine.dialect.name != "sqlite" or _sqlite_file(engine.url) is None:
         return read_only(engine)  # (an in-memory database lives in its one connection)
     reads = {
         "pool_size": SQLITE_READER_POOL_SIZE,
@@ -69,9 +68,9 @@ def create_engine(
     connection of the pool."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        path = url.database
+        path = _sqlite_file(url)
         pool: dict[str, Any] = {}  # (an in-memory database: SQLAlchemy's pool of its one)
-        if path and path != ":memory:":
+        if path is not None:
             # Created before SQLite opens it, or it would be created world-readable (umask 022).
             make_private_dir(Path(path).parent)
             create_private_file(Path(path))
@@ -188,6 +187,11 @@ async def serialised(engine: AsyncEngine, name: str) -> AsyncIterator[AsyncConne
 # PostgreSQL keys advisory locks by integer; these are the keys earlier releases took, so that
 # replicas of two releases side by side (a rolling upgrade) still exclude each other.
 _PG_LOCK_IDS = {"migrate": 0x636C6F75646D6661, "signing-key": 7355608}
+
+
+def _sqlite_file(url: URL) -> str | None:
+    """The SQLite database's file, or None for an in-memory one."""
+    return url.database if url.database and url.database != ":memory:" else None
 
 
 def _sqlite_engine(url: URL, busy_timeout_ms: int, options: Mapping[str, Any]) -> AsyncEngine:
